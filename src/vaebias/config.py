@@ -1,0 +1,157 @@
+"""Validated dataclass configs, serialised to YAML next to every result (DESIGN.md).
+
+``from_dict(Cls, mapping)`` builds a config dataclass from plain data and rejects an
+unknown key (naming the allowed ones) or a value of the wrong type; range checks live
+in each dataclass's ``__post_init__`` and raise :class:`~vaebias.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Mapping, TypeVar
+
+from vaebias.errors import ConfigError
+
+__all__ = ["from_dict", "to_dict", "check", "TrainConfig"]
+
+T = TypeVar("T")
+
+
+def check(condition: bool, key: str, value: Any, expected: str) -> None:
+    """Raise ConfigError ``"<key> = <value>: expected <expected>"`` unless ``condition``."""
+    if not condition:
+        raise ConfigError(f"{key} = {value!r}: expected {expected}")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key} = {value!r}: unexpected value")
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{key} = {value!r}: expected one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} = {value!r}: expected a list")
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} = {value!r}: expected a mapping")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} = {value!r}: expected a mapping of {tp.__name__} fields")
+        return from_dict(tp, value, prefix=f"{key}.")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} = {value!r}: expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key} = {value!r}: expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} = {value!r}: expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} = {value!r}: expected a string")
+        return value
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``.
+
+    Raises:
+        ConfigError: an unknown key (the message lists the allowed keys), a value of
+            the wrong type, or a value rejected by ``cls.__post_init__``.
+    """
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]!r} for {cls.__name__}; "
+            f"allowed keys: {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain-data (YAML/JSON friendly) form of a config dataclass (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of the one training loop (disentanglement_lib defaults, FACTS §3).
+
+    Attributes:
+        steps: optimisation steps (> 0); the paper trains 300,000.
+        batch_size: images (or pairs) per step (> 0); 64.
+        lr: Adam learning rate; 1e-4.
+        adam_betas: Adam (beta1, beta2); (0.9, 0.999).
+        adam_eps: Adam epsilon; 1e-8.
+        seed: seeds model initialisation, the data stream and the sampling noise.
+        device: "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
+        checkpoint_every: steps between atomic checkpoints (> 0).
+        log_every: steps between rows of ``train_log.csv`` (> 0).
+    """
+
+    steps: int = 300_000
+    batch_size: int = 64
+    lr: float = 1e-4
+    adam_betas: tuple[float, ...] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 1000
+    log_every: int = 100
+
+    def __post_init__(self):
+        check(self.steps > 0, "steps", self.steps, "an integer > 0")
+        check(self.batch_size > 0, "batch_size", self.batch_size, "an integer > 0")
+        check(self.lr > 0, "lr", self.lr, "a number > 0")
+        check(
+            len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
+            "adam_betas", self.adam_betas, "two numbers in [0, 1)",
+        )
+        self.adam_betas = tuple(self.adam_betas)
+        check(self.checkpoint_every > 0, "checkpoint_every", self.checkpoint_every, "an integer > 0")
+        check(self.log_every > 0, "log_every", self.log_every, "an integer > 0")
+        check(
+            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            "device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'",
+        )

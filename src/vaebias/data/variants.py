@@ -1,0 +1,313 @@
+"""Dataset variants of the paper and the file format they are exported in.
+
+- :class:`Modified` -- x' = clip(x + ε·m(w)) for a map m with ‖m‖∞ ≤ 1 (the paper,
+  Sec. 4.5), computed on demand.
+- :class:`Noisy` -- x' = clip(x + u), u ~ U[−ε, ε] per pixel, fixed once per image
+  (Sec. 5.2): the noise of image i is drawn from a Philox stream keyed by the seed
+  at counter i, so it is the same whenever, wherever and in whatever batch it is drawn.
+- :func:`export_dataset` / :class:`ExportedDataset` -- any dataset written to, and
+  read back from, one HDF5 file (the "vaebias dataset" format below).
+
+vaebias dataset format (HDF5, version 1)::
+
+    images   uint8 (N, C, H, W)   pixel value = stored / 255
+    factors  int16 (N, K)         factor class indices, row-major, last factor fastest
+    attrs    format = "vaebias-dataset", format_version = 1, name, kind
+             ("modified", "noise", "copy"), epsilon, factor_names, factor_sizes,
+             observation_shape, categorical_factors, provenance (JSON),
+             max_abs_change (largest |x' − x| written)
+
+Quantisation: x' is rounded to the nearest 1/255 step that stays within ε of x, so
+|x' − x| ≤ ε holds in the file for every pixel whenever the base image x lies on the
+1/255 grid (binary dSprites, uint8 Shapes3D) and ε ≥ 1/255.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from vaebias.data.base import DataError, GroundTruthData
+
+__all__ = ["Modified", "Noisy", "ExportedDataset", "export_dataset", "quantize_within", "FORMAT"]
+
+FORMAT = "vaebias-dataset"
+FORMAT_VERSION = 1
+
+
+class _Derived(GroundTruthData):
+    """A dataset with the factor grid of ``base`` and transformed images."""
+
+    def __init__(self, base: GroundTruthData, epsilon: float, clip: bool = True):
+        if not (isinstance(epsilon, (int, float)) and epsilon > 0):
+            raise DataError(f"epsilon = {epsilon!r}: expected a number > 0")
+        self.base = base
+        self.epsilon = float(epsilon)
+        self.clip = bool(clip)
+        self.factor_names = base.factor_names
+        self.factor_sizes = base.factor_sizes
+        self.observation_shape = base.observation_shape
+        self.categorical_factors = base.categorical_factors
+
+    def _finish(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        out = x + delta
+        return out.clamp_(0.0, 1.0) if self.clip else out
+
+
+class Modified(_Derived):
+    """x' = x + ε·m(w), optionally clipped to [0, 1] (paper Sec. 4.5, Eq. 12).
+
+    Args:
+        base: the original dataset.
+        field: callable mapping factors int64 torch (n, K) on a device to a float
+            tensor (n, C, H, W) with values in [−1, 1] (e.g. a trained m_ψ).
+        epsilon: the perturbation size ε > 0 (max-norm).
+        clip: clip x' to [0, 1] (default; keeps Bernoulli targets valid).
+    """
+
+    def __init__(self, base: GroundTruthData, field: Callable[[torch.Tensor], torch.Tensor],
+                 epsilon: float, clip: bool = True, name: str | None = None):
+        super().__init__(base, epsilon, clip)
+        self.field = field
+        self.name = name or f"{base.name}_modified"
+
+    def perturbation(self, factors: np.ndarray, device) -> torch.Tensor:
+        """ε·m(w): float32 (n, C, H, W), bounded by ε in absolute value."""
+        with torch.no_grad():
+            m = self.field(torch.as_tensor(factors, device=device))
+        return self.epsilon * m.clamp(-1.0, 1.0).float()
+
+    def _images_at(self, factors, device):
+        x = self.base.images(factors, device=device)
+        return self._finish(x, self.perturbation(factors, device))
+
+
+class Noisy(_Derived):
+    """x' = x + u with u ~ U[−ε, ε] i.i.d. per pixel, fixed per image (paper Sec. 5.2).
+
+    Args:
+        base: the original dataset.
+        epsilon: noise amplitude ε > 0.
+        seed: the noise of image i is the Philox stream (key = seed, counter = i).
+        clip: clip x' to [0, 1] (default).
+    """
+
+    def __init__(self, base: GroundTruthData, epsilon: float, seed: int = 0, clip: bool = True,
+                 name: str | None = None):
+        super().__init__(base, epsilon, clip)
+        self.seed = int(seed)
+        self.name = name or f"{base.name}_noise"
+
+    def noise(self, index: np.ndarray) -> np.ndarray:
+        """The fixed noise of flat indices: float32 (n, C, H, W) in [−ε, ε)."""
+        size = int(np.prod(self.observation_shape))
+        out = np.empty((len(index), size), dtype=np.float32)
+        for row, i in enumerate(np.asarray(index, dtype=np.int64)):
+            gen = np.random.Generator(np.random.Philox(key=self.seed, counter=int(i)))
+            out[row] = gen.random(size, dtype=np.float32)
+        out = (2.0 * out - 1.0) * np.float32(self.epsilon)
+        return out.reshape((len(index),) + tuple(self.observation_shape))
+
+    def _images_at(self, factors, device):
+        x = self.base.images(factors, device=device)
+        u = torch.from_numpy(self.noise(self.base.index_of(factors))).to(device)
+        return self._finish(x, u)
+
+
+def quantize_within(x_new: np.ndarray, x: np.ndarray, epsilon: float) -> np.ndarray:
+    """uint8 q with q/255 the nearest 1/255 step to ``x_new`` such that |q/255 − x| ≤ ε
+    (for ``x`` on the 1/255 grid) and q/255 in [0, 1].
+
+    Args:
+        x_new, x: float arrays of the same shape; ``x`` the original image.
+        epsilon: bound, ≥ 1/255.
+    """
+    if epsilon < 1.0 / 255:
+        raise DataError(f"epsilon = {epsilon!r}: uint8 export needs epsilon >= 1/255")
+    x64 = x.astype(np.float64)
+    q = np.rint(x_new.astype(np.float64) * 255.0)
+    lo = np.ceil(np.round((x64 - epsilon) * 255.0, 6))
+    hi = np.floor(np.round((x64 + epsilon) * 255.0, 6))
+    return np.clip(np.clip(q, lo, hi), 0, 255).astype(np.uint8)
+
+
+def _provenance_json(provenance: dict | None) -> str:
+    return json.dumps(provenance or {}, sort_keys=True, default=str)
+
+
+def export_dataset(
+    data: GroundTruthData,
+    path: str | os.PathLike,
+    *,
+    kind: str,
+    base: GroundTruthData | None = None,
+    epsilon: float | None = None,
+    provenance: dict | None = None,
+    chunk: int = 4096,
+    device=None,
+    progress: bool = True,
+) -> Path:
+    """Write every image of ``data`` (flat index order) to a vaebias dataset file.
+
+    Resumable: rows go to ``<path>.partial`` with a ``rows_done`` counter; an
+    interrupted export continues there (when its provenance matches) and the file is
+    renamed to ``path`` only when complete, so ``path`` is never partial.
+
+    Args:
+        data: the dataset to write (e.g. :class:`Modified`, :class:`Noisy`).
+        path: output file (``.h5``).
+        kind: "modified", "noise" or "copy" (recorded).
+        base: the original dataset; with ``epsilon`` the written x' is quantised to
+            stay within ε of the base image (see :func:`quantize_within`).
+        epsilon: the perturbation bound.
+        provenance: JSON-able description recorded in the file (config, references).
+        chunk: images per write.
+
+    Returns:
+        the final path. An existing complete file is left as it is.
+    """
+    path = Path(path)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    n = len(data)
+    prov = _provenance_json(provenance)
+    c, h, w = data.observation_shape
+    k = data.num_factors
+    if partial.exists():
+        try:
+            with h5py.File(partial, "r") as f:
+                same = f.attrs.get("provenance") == prov and f["images"].shape[0] == n
+        except (OSError, KeyError):
+            same = False
+        if not same:
+            partial.unlink()
+    if not partial.exists():
+        with h5py.File(partial, "w") as f:
+            f.create_dataset("images", shape=(n, c, h, w), dtype=np.uint8,
+                             chunks=(min(n, 64), c, h, w))
+            f.create_dataset("factors", shape=(n, k), dtype=np.int16)
+            f.attrs.update({
+                "format": FORMAT, "format_version": FORMAT_VERSION, "name": data.name,
+                "kind": kind, "epsilon": float(epsilon) if epsilon is not None else np.nan,
+                "factor_names": json.dumps(list(data.factor_names)),
+                "factor_sizes": json.dumps(list(data.factor_sizes)),
+                "observation_shape": json.dumps(list(data.observation_shape)),
+                "categorical_factors": json.dumps(list(data.categorical_factors)),
+                "provenance": prov, "rows_done": 0, "max_abs_change": 0.0,
+            })
+    with h5py.File(partial, "r+") as f:
+        done = int(f.attrs["rows_done"])
+        max_change = float(f.attrs["max_abs_change"])
+        bar = tqdm(total=n, initial=done, disable=not progress, desc=f"export {path.name}",
+                   unit="img", unit_scale=True, leave=False)
+        for start in range(done, n, chunk):
+            idx = np.arange(start, min(n, start + chunk))
+            factors = data.factors_of(idx)
+            x_new = data.images(factors, device=device).cpu().numpy()
+            if base is not None and epsilon is not None:
+                x = base.images(factors, device=device).cpu().numpy()
+                q = quantize_within(x_new, x, epsilon)
+                max_change = max(max_change, float(np.abs(q / np.float32(255.0) - x).max()))
+            else:
+                q = np.clip(np.rint(x_new * 255.0), 0, 255).astype(np.uint8)
+            f["images"][start: start + len(idx)] = q
+            f["factors"][start: start + len(idx)] = factors.astype(np.int16)
+            f.attrs["rows_done"] = start + len(idx)
+            f.attrs["max_abs_change"] = max_change
+            bar.update(len(idx))
+        bar.close()
+    os.replace(partial, path)
+    return path
+
+
+class ExportedDataset(GroundTruthData):
+    """A dataset read from a vaebias dataset file (see module docstring).
+
+    Images are read on demand from the HDF5 file (sorted, de-duplicated indices),
+    so memory stays small; pass ``in_memory=True`` to read them all at once.
+
+    Raises:
+        DataError: not an HDF5 file, not in this format, missing keys, wrong shapes or
+            dtypes, an incomplete export, or factors that do not enumerate the grid.
+    """
+
+    def __init__(self, path: str | os.PathLike, in_memory: bool = False, check_factors: bool = True):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise DataError(f"{self.path}: no such file")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise DataError(f"{self.path}: not a readable HDF5 file ({exc})") from None
+        f = self._file
+        if f.attrs.get("format") != FORMAT:
+            raise DataError(f"{self.path}: not a vaebias dataset file (attribute format != {FORMAT!r})")
+        for key in ("images", "factors"):
+            if key not in f:
+                raise DataError(f"{self.path}: missing key {key!r}; expected keys images, factors")
+        try:
+            self.factor_names = tuple(json.loads(f.attrs["factor_names"]))
+            self.factor_sizes = tuple(int(s) for s in json.loads(f.attrs["factor_sizes"]))
+            self.observation_shape = tuple(int(s) for s in json.loads(f.attrs["observation_shape"]))
+            self.categorical_factors = tuple(json.loads(f.attrs.get("categorical_factors", "[]")))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise DataError(f"{self.path}: bad or missing metadata attribute ({exc})") from None
+        self.name = str(f.attrs.get("name", self.path.stem))
+        self.kind = str(f.attrs.get("kind", ""))
+        self.epsilon = float(f.attrs.get("epsilon", np.nan))
+        n = len(self)
+        images, factors = f["images"], f["factors"]
+        if images.dtype != np.uint8 or images.shape != (n,) + self.observation_shape:
+            raise DataError(
+                f"{self.path}: images has dtype {images.dtype} and shape {images.shape}; "
+                f"expected uint8 {(n,) + self.observation_shape}"
+            )
+        if factors.dtype.kind not in "iu" or factors.shape != (n, len(self.factor_sizes)):
+            raise DataError(
+                f"{self.path}: factors has dtype {factors.dtype} and shape {factors.shape}; "
+                f"expected integers of shape {(n, len(self.factor_sizes))}"
+            )
+        if int(f.attrs.get("rows_done", n)) != n:
+            raise DataError(f"{self.path}: incomplete export ({int(f.attrs['rows_done'])} of {n} rows)")
+        if check_factors:
+            stored = factors[...].astype(np.int64)
+            if not np.array_equal(stored, self.factors_of(np.arange(n))):
+                raise DataError(f"{self.path}: factors are not the full grid in row-major order")
+        self._images = images[...] if in_memory else None
+
+    def stored_factors(self) -> np.ndarray:
+        """The factor classes stored in the file: int64 (N, K)."""
+        return self._file["factors"][...].astype(np.int64)
+
+    def _images_at(self, factors, device):
+        idx = self.index_of(factors)
+        if self._images is not None:
+            raw = self._images[idx]
+        else:
+            uniq, inverse = np.unique(idx, return_inverse=True)
+            raw = self._file["images"][uniq][inverse]
+        out = torch.from_numpy(raw).to(device)
+        return out.float().div_(255.0)
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d.update({"path": str(self.path), "kind": self.kind, "epsilon": self.epsilon})
+        return d
+
+    def __getstate__(self):  # h5py handles do not pickle; reopen on unpickle
+        state = self.__dict__.copy()
+        state["_file"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._file = h5py.File(self.path, "r")

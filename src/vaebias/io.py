@@ -1,0 +1,132 @@
+"""Small file utilities: atomic writes, YAML/JSON helpers, library versions."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from vaebias.errors import RunError
+
+__all__ = [
+    "atomic_path",
+    "write_json",
+    "read_json",
+    "write_yaml",
+    "read_yaml",
+    "versions",
+    "ensure_writable_dir",
+]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    On an exception the temporary file is removed and ``path`` is left untouched,
+    so a crash never leaves a partial output file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=suffix or ".tmp"
+    )
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def write_json(path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def read_json(path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_yaml(path, obj: Any) -> None:
+    """Write ``obj`` as YAML (block style, key order kept), atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(obj, sort_keys=False, default_flow_style=False))
+
+
+def read_yaml(path) -> Any:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _git_commit() -> str | None:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=5,
+        )
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict:
+    """Versions of Python and of the libraries that change numbers (FACTS §2: sklearn's
+    ``mutual_info_score`` changed between 0.20 and 0.24), plus the git commit."""
+    import numpy
+    import sklearn
+    import torch
+
+    import vaebias
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "sklearn": sklearn.__version__,
+        "vaebias": vaebias.__version__,
+        "git_commit": _git_commit(),
+        "platform": platform.platform(),
+    }
+
+
+def ensure_writable_dir(path) -> Path:
+    """Create ``path`` (and parents) and check that files can be written in it.
+
+    Raises:
+        RunError: naming the folder when it cannot be created or written.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise RunError(f"output folder {str(path)!r} is not writable: {exc.strerror or exc}") from None
+    return path

@@ -1,0 +1,44 @@
+"""Regular autoencoder (Hinton & Salakhutdinov 2006): the paper's Table 1 baseline.
+
+The standard conv encoder with one deterministic head and the standard decoder,
+trained on the Bernoulli reconstruction loss alone (no KL). Its representation is
+the code itself. Source: FACTS §3 ("Regular autoencoder: same nets, no KL").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from vaebias.models import register
+from vaebias.models.base import Model, bernoulli_reconstruction
+from vaebias.models.networks import ConvDecoder, ConvEncoder
+
+
+@register("ae")
+class AE(Model):
+    """Deterministic autoencoder; latent size = number of ground-truth factors."""
+
+    @dataclasses.dataclass
+    class Config:
+        """No hyperparameters beyond the training config."""
+
+    def __init__(self, observation_shape, num_factors, config=None):
+        super().__init__(observation_shape, num_factors, config)
+        c = self.observation_shape[0]
+        self.encoder = ConvEncoder(c, num_factors, num_heads=1)
+        self.decoder = ConvDecoder(num_factors, c)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes float32 (n, num_factors) of images float32 (n, C, 64, 64)."""
+        return self.encoder(x)[0]
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits float32 (n, C, 64, 64) of codes (n, num_factors)."""
+        return self.decoder(z)
+
+    def loss(self, batch: dict) -> dict[str, torch.Tensor]:
+        x = batch["images"]
+        recon = bernoulli_reconstruction(self.decode(self.encode(x)), x)
+        return {"loss": recon, "recon": recon}

@@ -1,0 +1,123 @@
+"""What every model of vaebias provides, and the shared loss pieces.
+
+A model is an ``nn.Module`` with
+
+- ``encode(x) -> codes``: the representation used by the metrics (float32 (n, d));
+  for VAEs the encoder mean;
+- ``loss(batch) -> dict`` of named scalar tensors, including ``"loss"``;
+- ``training_step(batch, optimizers) -> dict`` of floats: one optimisation step. The
+  default minimises ``loss(batch)["loss"]`` with the single optimiser ``"main"``; a model
+  with extra optimisers (e.g. FactorVAE's discriminator) overrides this and
+  ``configure_optimizers`` -- the small hook through which the one training loop
+  (:mod:`vaebias.training`) serves every model.
+
+``batch`` is a dict with ``"images"`` float32 (n, C, H, W) in [0, 1] and ``"factors"``
+int64 (n, K) (factors are for manipulation and diagnostics only; unsupervised models
+must not read them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Model", "bernoulli_reconstruction", "gaussian_kl", "reparameterize"]
+
+
+def bernoulli_reconstruction(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Sigmoid cross-entropy with logits summed over pixels, averaged over the batch.
+
+    Args:
+        logits: float (n, C, H, W) decoder outputs.
+        x: float (n, C, H, W) targets in [0, 1].
+
+    Returns:
+        scalar tensor, nats per image (disentanglement_lib's ``bernoulli_loss``).
+    """
+    per_image = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+    return per_image.mean()
+
+
+def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, I)) per latent dimension, averaged over the batch.
+
+    Args:
+        mean, logvar: float (n, d).
+
+    Returns:
+        float (d,): closed form 0.5 * (mean^2 + exp(logvar) - logvar - 1), batch mean.
+        Sum it for the total KL in nats.
+    """
+    return (0.5 * (mean.pow(2) + logvar.exp() - logvar - 1)).mean(0)
+
+
+def reparameterize(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """z = mean + exp(logvar / 2) * N(0, I) noise (torch's global RNG)."""
+    return mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
+
+
+class Model(nn.Module):
+    """Base class of vaebias models (see module docstring).
+
+    Subclasses define a nested ``Config`` dataclass of their hyperparameters and
+    ``DEFAULTS``: per dataset name, overrides of the config with their source.
+    """
+
+    #: registry name, set by :func:`vaebias.models.register`
+    name: ClassVar[str] = ""
+    #: "single" images or "pairs" (Slow-VAE, PCL, weakly supervised GAN)
+    input_kind: ClassVar[str] = "single"
+    #: True when the model has a posterior variance (active units apply)
+    stochastic: ClassVar[bool] = False
+
+    @dataclasses.dataclass
+    class Config:
+        pass
+
+    DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init__(self, observation_shape: tuple[int, int, int], num_factors: int, config=None):
+        super().__init__()
+        self.observation_shape = tuple(observation_shape)
+        self.num_factors = int(num_factors)
+        self.config = config if config is not None else self.Config()
+
+    # -- representation -----------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, variance) of q(z|x), each float (n, d); VAEs only."""
+        raise NotImplementedError(f"{type(self).__name__} has no posterior variance")
+
+    # -- optimisation -------------------------------------------------------
+    def loss(self, batch: dict) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def configure_optimizers(self, train_config) -> dict[str, torch.optim.Optimizer]:
+        """Adam over all parameters with the training config's lr/betas/eps."""
+        return {
+            "main": torch.optim.Adam(
+                self.parameters(), lr=train_config.lr,
+                betas=tuple(train_config.adam_betas), eps=train_config.adam_eps,
+            )
+        }
+
+    def training_step(self, batch: dict, optimizers: dict) -> dict[str, float]:
+        opt = optimizers["main"]
+        terms = self.loss(batch)
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        opt.step()
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    @classmethod
+    def default_config(cls, dataset: str | None = None):
+        """The model's Config with the per-dataset defaults of ``DEFAULTS`` applied."""
+        values = dict(cls.DEFAULTS.get(dataset or "", {}))
+        return cls.Config(**values)
+

@@ -1,0 +1,65 @@
+"""The standard convolutional encoder and decoder of disentanglement_lib (FACTS §3).
+
+Encoder (64x64 input): conv 32 k4 s2, conv 32 k4 s2, conv 64 k2 s2, conv 64 k2 s2
+(ReLU; 64 -> 32 -> 16 -> 8 -> 4 px), dense 256 (ReLU), then linear heads.
+Decoder: dense 256, dense 1024 -> (64, 4, 4), transposed conv 64, 32, 32 (k4 s2,
+ReLU), transposed conv to C channels (k4 s2), returning logits (64x64).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ConvEncoder", "ConvDecoder"]
+
+
+class ConvEncoder(nn.Module):
+    """Images float32 (n, C, 64, 64) -> ``num_heads`` tensors float32 (n, latent_dim).
+
+    With ``num_heads=2`` the heads are (mean, log-variance) of a diagonal Gaussian;
+    with 1 a deterministic code. ``width`` scales every channel/unit count (1.0 is the
+    standard network).
+    """
+
+    def __init__(self, in_channels: int, latent_dim: int, num_heads: int = 2, width: float = 1.0,
+                 image_size: int = 64):
+        super().__init__()
+        if image_size != 64:
+            raise ValueError(f"image_size = {image_size}: the standard encoder expects 64x64 images")
+        c32, c64, h = max(1, round(32 * width)), max(1, round(64 * width)), max(1, round(256 * width))
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, c32, 4, 2, 1), nn.ReLU(),
+            nn.Conv2d(c32, c32, 4, 2, 1), nn.ReLU(),
+            nn.Conv2d(c32, c64, 2, 2), nn.ReLU(),
+            nn.Conv2d(c64, c64, 2, 2), nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(c64 * 16, h), nn.ReLU(),
+        )
+        self.heads = nn.Linear(h, latent_dim * num_heads)
+        self.num_heads = num_heads
+        self.latent_dim = latent_dim
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.heads(self.features(x))
+        return tuple(out.split(self.latent_dim, dim=1))
+
+
+class ConvDecoder(nn.Module):
+    """Codes float32 (n, latent_dim) -> logits float32 (n, C, 64, 64)."""
+
+    def __init__(self, latent_dim: int, out_channels: int, width: float = 1.0):
+        super().__init__()
+        c32, c64, h = max(1, round(32 * width)), max(1, round(64 * width)), max(1, round(256 * width))
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, h), nn.ReLU(),
+            nn.Linear(h, c64 * 16), nn.ReLU(),
+            nn.Unflatten(1, (c64, 4, 4)),
+            nn.ConvTranspose2d(c64, c64, 4, 2, 1), nn.ReLU(),
+            nn.ConvTranspose2d(c64, c32, 4, 2, 1), nn.ReLU(),
+            nn.ConvTranspose2d(c32, c32, 4, 2, 1), nn.ReLU(),
+            nn.ConvTranspose2d(c32, out_channels, 4, 2, 1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)

@@ -1,0 +1,306 @@
+"""The one training loop of vaebias: seeds, device, progress, CSV log, atomic
+checkpoints and resume live here and nowhere else (DESIGN.md, "training").
+
+A run directory holds ``config.yaml``, ``checkpoint.pt`` (written atomically),
+``train_log.csv`` and ``versions.json`` (``metrics.json`` is added by evaluation).
+An interrupted run resumes from its last checkpoint and ends with exactly the weights
+of an uninterrupted run of the same seed (on the same device): the checkpoint holds
+the model, every optimiser, the step, and the states of the numpy data stream and of
+torch's RNG.
+
+Ensembles: everything a run owns -- its model, optimisers, data stream
+(``np.random.Generator(seed)``) and RNG state -- is created per run in
+:func:`fit`, so that several seeds can later share one batched step without sharing
+state.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from vaebias.config import TrainConfig, check, from_dict, to_dict
+from vaebias.errors import ConfigError, RunError
+from vaebias.io import atomic_path, ensure_writable_dir, read_yaml, versions, write_json, write_yaml
+
+__all__ = [
+    "RunConfig",
+    "fit",
+    "train",
+    "load_run",
+    "resolve_device",
+    "is_finished",
+    "CHECKPOINT",
+]
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "train_log.csv"
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> CUDA when available, else CPU; anything else as torch.device.
+
+    Raises:
+        ConfigError: CUDA requested but not available.
+    """
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device = {device!r}: CUDA is not available on this machine; use 'cpu' or 'auto'")
+    return dev
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """One training run: which model, on which data, how trained.
+
+    Attributes:
+        model: registered model name (``vaebias.models.available()``).
+        dataset: keyword arguments of :func:`vaebias.data.load_dataset`, e.g.
+            ``{"name": "dsprites"}`` or ``{"name": "path/to/dsprites_modified.h5"}``.
+        model_params: overrides of the model's Config (per-dataset defaults apply first).
+        train: the training loop's settings.
+    """
+
+    model: str
+    dataset: dict = dataclasses.field(default_factory=lambda: {"name": "dsprites"})
+    model_params: dict = dataclasses.field(default_factory=dict)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        from vaebias.models import get_model_class
+
+        get_model_class(self.model)  # raises ConfigError for an unknown name
+        check("name" in self.dataset, "dataset", self.dataset, "a mapping with a 'name' key")
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _read_log(path: Path) -> tuple[list[str], list[dict]]:
+    if not path.exists():
+        return [], []
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _write_log(path: Path, fields: list[str], rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def is_finished(run_dir: str | os.PathLike) -> bool:
+    """True when ``run_dir`` holds a checkpoint at its configured final step."""
+    run_dir = Path(run_dir)
+    ckpt = run_dir / CHECKPOINT
+    if not ckpt.exists() or not (run_dir / "config.yaml").exists():
+        return False
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    return state.get("step", 0) >= state.get("total_steps", float("inf"))
+
+
+def fit(
+    model: torch.nn.Module,
+    data,
+    run_dir: str | os.PathLike,
+    train_config: TrainConfig,
+    record: dict,
+    *,
+    progress: bool = True,
+    description: str | None = None,
+    callback: Callable[[int, dict], None] | None = None,
+) -> dict:
+    """Train ``model`` on ``data`` in ``run_dir``, resuming from its checkpoint if any.
+
+    Args:
+        model: a :class:`vaebias.models.base.Model` (or any module with
+            ``configure_optimizers`` and ``training_step``). It is moved to the device.
+        data: a :class:`~vaebias.data.base.GroundTruthData`; each step draws
+            ``batch_size`` factor rows uniformly from the run's own generator
+            ``np.random.default_rng(seed)`` and renders/loads their images on the device.
+        run_dir: the run directory (created).
+        train_config: steps, batch size, optimiser, seed, device, checkpoint cadence.
+        record: the full configuration written to ``config.yaml``. Resuming in a
+            directory whose ``config.yaml`` differs is a :class:`RunError`.
+        progress: show a tqdm bar.
+        callback: called as ``callback(step, terms)`` after every step (tests use it
+            to interrupt a run).
+
+    Returns:
+        dict with ``"step"``, ``"resumed_from"`` and the last logged loss terms.
+
+    Raises:
+        RunError: the directory is unwritable or belongs to a different config.
+    """
+    cfg = train_config
+    run_dir = ensure_writable_dir(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if cfg_path.exists():
+        old = read_yaml(cfg_path)
+        if old != record:
+            raise RunError(
+                f"{cfg_path} holds a different configuration; use a new output folder "
+                f"or delete {str(run_dir)!r} to start over"
+            )
+    else:
+        write_yaml(cfg_path, record)
+        write_json(run_dir / "versions.json", versions())
+
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)  # re-seeded so the model's RNG state is the run's own
+    rng = np.random.default_rng(cfg.seed)
+    model.to(device)
+    optimizers = model.configure_optimizers(cfg)
+
+    step, resumed_from = 0, None
+    ckpt_path = run_dir / CHECKPOINT
+    fields, rows = _read_log(run_dir / LOG)
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+        step = resumed_from = int(state["step"])
+        rows = [r for r in rows if int(r["step"]) <= step]
+    else:
+        rows = []
+
+    def save(at_step: int) -> None:
+        _atomic_torch_save(
+            {
+                "step": at_step,
+                "total_steps": cfg.steps,
+                "model": model.state_dict(),
+                "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+                "numpy_rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            },
+            ckpt_path,
+        )
+        if rows:
+            _write_log(run_dir / LOG, fields, rows)
+
+    if step >= cfg.steps:
+        return {"step": step, "resumed_from": resumed_from, "last": rows[-1] if rows else {}}
+
+    model.train()
+    acc: dict[str, float] = {}
+    n_acc = 0
+    t_start = time.perf_counter()
+    t_last, step_last = t_start, step
+    bar = tqdm(
+        total=cfg.steps, initial=step, disable=not progress, desc=description or run_dir.name,
+        dynamic_ncols=True, leave=False,
+    )
+    try:
+        while step < cfg.steps:
+            factors = data.sample_factors(cfg.batch_size, rng)
+            images = data.images(factors, device=device)
+            batch = {"images": images, "factors": torch.as_tensor(factors, device=device)}
+            terms = model.training_step(batch, optimizers)
+            step += 1
+            for k, v in terms.items():
+                acc[k] = acc.get(k, 0.0) + v
+            n_acc += 1
+            if callback is not None:
+                callback(step, terms)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.perf_counter()
+                row = {"step": step}
+                row.update({k: f"{v / n_acc:.6g}" for k, v in acc.items()})
+                row["images_per_s"] = f"{(step - step_last) * cfg.batch_size / max(now - t_last, 1e-9):.1f}"
+                row["elapsed_s"] = f"{now - t_start:.2f}"
+                if not fields:
+                    fields = list(row)
+                rows.append(row)
+                bar.set_postfix(loss=row.get("loss"))
+                acc, n_acc, t_last, step_last = {}, 0, now, step
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                save(step)
+            bar.update(1)
+    except KeyboardInterrupt:
+        save(step)
+        raise
+    finally:
+        bar.close()
+    return {"step": step, "resumed_from": resumed_from, "last": rows[-1] if rows else {}}
+
+
+def train(config: RunConfig | dict, run_dir: str | os.PathLike, data=None, *, progress: bool = True,
+          callback=None):
+    """Train one registered model as described by ``config`` into ``run_dir``.
+
+    Builds the model with :func:`vaebias.models.build_model` (latent size = number of
+    ground-truth factors, per-dataset defaults) and runs :func:`fit`. A finished run
+    is not redone; an interrupted one resumes.
+
+    Args:
+        config: a :class:`RunConfig` or its dict form.
+        run_dir: the run directory.
+        data: the dataset (default: ``load_dataset(**config.dataset)``).
+
+    Returns:
+        the trained model (on the training device, in eval mode).
+    """
+    from vaebias.data import load_dataset
+    from vaebias.models import build_model
+
+    if not isinstance(config, RunConfig):
+        config = from_dict(RunConfig, config)
+    if data is None:
+        data = load_dataset(**config.dataset)
+    torch.manual_seed(config.train.seed)  # seeded initialisation
+    model = build_model(config.model, data.observation_shape, data.num_factors,
+                        config.model_params, dataset=data.name)
+    record = to_dict(config)
+    record["model_params"] = dataclasses.asdict(model.config)
+    record["dataset_info"] = data.describe()
+    fit(model, data, run_dir, config.train, record, progress=progress,
+        description=f"{config.model} seed {config.train.seed}", callback=callback)
+    return model.eval()
+
+
+def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Load a trained run: returns (model in eval mode, record dict from config.yaml).
+
+    Raises:
+        RunError: no config.yaml or checkpoint.pt in ``run_dir``.
+    """
+    from vaebias.models import build_model
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists() or not (run_dir / CHECKPOINT).exists():
+        raise RunError(f"{str(run_dir)!r} is not a trained run (expected config.yaml and {CHECKPOINT})")
+    record = read_yaml(run_dir / "config.yaml")
+    info = record["dataset_info"]
+    model = build_model(record["model"], tuple(info["observation_shape"]), len(info["factor_sizes"]),
+                        record["model_params"])
+    state = torch.load(run_dir / CHECKPOINT, map_location=resolve_device(device), weights_only=False)
+    model.load_state_dict(state["model"])
+    model.to(resolve_device(device))
+    return model.eval(), record
+
