@@ -95,7 +95,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any] | None, prefix: str = "") ->
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
-            f"unknown key {prefix}{unknown[0]!r} for {cls.__name__}; "
+            f"unknown key '{prefix}{unknown[0]}' for {cls.__name__}; "
             f"allowed keys: {', '.join(sorted(fields))}"
         )
     hints = typing.get_type_hints(cls)

@@ -39,8 +39,6 @@ def available() -> list[str]:
 
 
 def _load_file(path: Path, **kwargs) -> GroundTruthData:
-    from vaebias.data import dsprites
-
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if h5py.is_hdf5(path):
@@ -56,9 +54,13 @@ def _load_file(path: Path, **kwargs) -> GroundTruthData:
                 )
         if kind == "vaebias":
             return ExportedDataset(path, **kwargs)
-        return dsprites.DSpritesFile(path)
+        from vaebias.data.dsprites import DSpritesFile
+
+        return DSpritesFile(path)
     if zipfile.is_zipfile(path) or path.suffix == ".npz":
-        return dsprites.DSpritesFile(path)
+        from vaebias.data.dsprites import DSpritesFile
+
+        return DSpritesFile(path)
     raise DataError(f"{path}: not a dataset file (expected an HDF5 file or a dSprites .npz)")
 
 

@@ -1,0 +1,193 @@
+"""Command line: a thin layer over the Python API (DESIGN.md, "cli").
+
+    vaebias reproduce --dataset dsprites --profile quick --out results/quick
+    vaebias train --model beta_vae --dataset dsprites --steps 1000 --out runs/b0
+    vaebias evaluate runs/b0
+    vaebias manipulate --entangled runs/b0 --disentangled runs/b1 --out runs/manip
+    vaebias report results/quick
+    vaebias models | datasets | profiles
+
+Errors of input (unknown names, bad values, missing or corrupt files, unwritable
+folders) print one line ``vaebias: error: ...`` and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import yaml
+
+__all__ = ["main", "build_parser"]
+
+
+def _params(items: list[str] | None) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"vaebias: error: --param {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be > 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} must be > 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vaebias", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("reproduce", help="run every stage of the paper's experiment")
+    r.add_argument("--dataset", default="dsprites")
+    r.add_argument("--profile", default="quick", help="quick, paper, or a profile YAML file")
+    r.add_argument("--out", required=True, help="results folder (rerun to resume)")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--data-dir", default=None, help="folder with the real dataset file")
+    r.add_argument("--no-progress", action="store_true")
+
+    t = sub.add_parser("train", help="train one model into a run directory")
+    t.add_argument("--model", required=True)
+    t.add_argument("--dataset", default="dsprites", help="dataset name or file path")
+    t.add_argument("--out", required=True, help="run directory (rerun to resume)")
+    t.add_argument("--steps", type=_positive_int, default=300_000)
+    t.add_argument("--batch-size", type=_positive_int, default=64)
+    t.add_argument("--lr", type=_positive_float, default=1e-4)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--checkpoint-every", type=_positive_int, default=1000)
+    t.add_argument("--param", action="append", metavar="KEY=VALUE", help="model hyperparameter, e.g. beta=8")
+    t.add_argument("--no-progress", action="store_true")
+
+    e = sub.add_parser("evaluate", help="score a trained run; writes its metrics.json")
+    e.add_argument("run_dir")
+    e.add_argument("--metrics", nargs="+", default=["mig", "active_units"])
+    e.add_argument("--num-points", type=_positive_int, default=10_000)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--dataset", default=None, help="evaluate on this dataset instead of the training one")
+
+    m = sub.add_parser("manipulate", help="fit m_psi from two reference runs and export the datasets")
+    m.add_argument("--entangled", required=True, help="run directory of the entangled reference")
+    m.add_argument("--disentangled", required=True, help="run directory of the disentangled reference")
+    m.add_argument("--out", required=True, help="manipulation run directory")
+    m.add_argument("--dataset", default="dsprites")
+    m.add_argument("--epsilon", type=_positive_float, default=None, help="default: 0.1 dSprites")
+    m.add_argument("--steps", type=_positive_int, default=100_000)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--field-width", type=_positive_float, default=1.0)
+    m.add_argument("--no-clip", action="store_true", help="do not clip x' to [0, 1]")
+    m.add_argument("--export-dir", default=None, help="where to write the modified and noise datasets")
+    m.add_argument("--device", default="auto")
+    m.add_argument("--no-progress", action="store_true")
+
+    rep = sub.add_parser("report", help="write the table and figure of a reproduce folder")
+    rep.add_argument("out")
+
+    sub.add_parser("models", help="list the registered models")
+    sub.add_parser("datasets", help="list the dataset names")
+    sub.add_parser("profiles", help="list the built-in profiles")
+    return p
+
+
+def _run(args) -> int:
+    if args.command == "reproduce":
+        from vaebias.experiments import reproduce
+
+        t0 = time.perf_counter()
+        rep = reproduce(args.dataset, args.profile, args.out, device=args.device, data_dir=args.data_dir,
+                        progress=not args.no_progress)
+        print(rep["markdown"])
+        print(f"wall time: {time.perf_counter() - t0:.0f} s")
+    elif args.command == "train":
+        from vaebias.training import RunConfig, train
+
+        cfg = {"model": args.model, "dataset": {"name": args.dataset}, "model_params": _params(args.param),
+               "train": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+                         "seed": args.seed, "device": args.device,
+                         "checkpoint_every": args.checkpoint_every}}
+        train(cfg, args.out, progress=not args.no_progress)
+        print(f"trained {args.model} into {args.out}")
+    elif args.command == "evaluate":
+        from vaebias.data import load_dataset
+        from vaebias.evaluation import evaluate_run
+
+        data = load_dataset(args.dataset) if args.dataset else None
+        res = evaluate_run(args.run_dir, args.metrics, data=data, num_points=args.num_points,
+                           seed=args.seed, device=args.device, overwrite=data is not None)
+        for name in args.metrics:
+            if name in res:
+                val = res[name].get(name, res[name])
+                print(f"{name}: {val}")
+    elif args.command == "manipulate":
+        from vaebias.config import TrainConfig
+        from vaebias.data import load_dataset
+        from vaebias.experiments import EPSILON
+        from vaebias.manipulation import ManipulationConfig, export_variants, train_manipulation
+
+        data = load_dataset(args.dataset)
+        eps = args.epsilon if args.epsilon is not None else EPSILON.get(data.name, 0.1)
+        mcfg = ManipulationConfig(epsilon=eps, clip=not args.no_clip, field_width=args.field_width)
+        tcfg = TrainConfig(steps=args.steps, seed=args.seed, device=args.device)
+        train_manipulation(data, args.entangled, args.disentangled, args.out, mcfg, tcfg,
+                           progress=not args.no_progress)
+        paths = export_variants(data, args.out, args.export_dir or args.out, device=args.device,
+                                progress=not args.no_progress)
+        for k, v in paths.items():
+            print(f"{k}: {v}")
+    elif args.command == "report":
+        from vaebias.report import write_report
+
+        rep = write_report(args.out)
+        print(rep["markdown"])
+        print(f"written: {rep['table_md']}, {rep['table_csv']}, {rep['table_json']}, {rep.get('figure')}")
+    elif args.command == "models":
+        from vaebias.models import available
+
+        print("\n".join(available()))
+    elif args.command == "datasets":
+        from vaebias.data import available
+
+        print("\n".join(available()))
+    elif args.command == "profiles":
+        from vaebias.experiments import profiles
+
+        print("\n".join(profiles()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vaebias.data.base import DataError
+    from vaebias.errors import VaebiasError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (VaebiasError, DataError) as exc:
+        print(f"vaebias: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vaebias: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The paper's experiment as one resumable pipeline (Zietlow et al. 2021, Sec. 4-5).
+
+``reproduce(dataset, profile, out)`` runs, in ``out``::
+
+    profile.yaml                       the profile used (a rerun must use the same)
+    references/beta_vae_seed<r>/       R β-VAE restarts (run directories)
+    manipulation/selection.json        entangled (lowest MIG) / disentangled (highest)
+    manipulation/                      m_ψ training run (checkpoint, log, config)
+    datasets/<name>_modified_eps<ε>.h5 the altered dataset   (vaebias dataset file)
+    datasets/<name>_noise_eps<ε>_seed<s>.h5  the noise control
+    runs/<variant>/<model>_seed<s>/    one run directory per cell and seed
+    table.md, table.csv, table.json    Table 1's columns for this dataset
+    fig4_<name>.png                    original, ε·m(w), altered images
+
+Every stage is idempotent: finished runs and files are kept, interrupted ones resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from importlib import resources
+from pathlib import Path
+
+from vaebias.config import TrainConfig, check, from_dict, to_dict
+from vaebias.errors import ConfigError, RunError
+from vaebias.io import ensure_writable_dir, read_json, read_yaml, write_json, write_yaml
+
+__all__ = ["Profile", "load_profile", "profiles", "reproduce", "EPSILON", "VARIANTS"]
+
+#: ε of the manipulation and the noise control per dataset (paper Sec. 5.2)
+EPSILON = {"dsprites": 0.1, "shapes3d": 0.175, "toy": 0.1}
+VARIANTS = ("original", "modified", "noise")
+
+
+@dataclasses.dataclass
+class Profile:
+    """Sizes of one reproduction.
+
+    Attributes:
+        name: profile name (recorded in every table).
+        reduced: True when smaller than the paper's protocol (said in outputs).
+        reference_restarts: R, β-VAE restarts to pick the references from (>= 2).
+        reference_steps, manipulation_steps, train_steps: optimisation steps (> 0).
+        seeds: training seeds of every (model, variant) cell.
+        models: registered model names (Table 1 rows).
+        eval_points: points for MIG / active units (10,000 in disentanglement_lib).
+        batch_size: batch of every stage (64).
+        field_width: channel multiplier of m_ψ (see ManipulationConfig).
+        checkpoint_every: steps between checkpoints.
+    """
+
+    name: str
+    reduced: bool = True
+    reference_restarts: int = 3
+    reference_steps: int = 1000
+    manipulation_steps: int = 500
+    train_steps: int = 1000
+    seeds: tuple[int, ...] = (0, 1)
+    models: tuple[str, ...] = ("ae", "beta_vae")
+    eval_points: int = 10_000
+    batch_size: int = 64
+    field_width: float = 1.0
+    checkpoint_every: int = 1000
+
+    def __post_init__(self):
+        from vaebias.models import get_model_class
+
+        check(self.reference_restarts >= 2, "reference_restarts", self.reference_restarts, "an integer >= 2")
+        for key in ("reference_steps", "manipulation_steps", "train_steps", "eval_points",
+                    "batch_size", "checkpoint_every"):
+            check(getattr(self, key) > 0, key, getattr(self, key), "an integer > 0")
+        check(len(self.seeds) >= 1, "seeds", self.seeds, "at least one seed")
+        check(len(self.models) >= 1, "models", self.models, "at least one model")
+        for m in self.models:
+            get_model_class(m)
+
+
+def profiles() -> list[str]:
+    """Names of the built-in profiles."""
+    return sorted(p.name[:-5] for p in resources.files("vaebias.profiles").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def load_profile(name_or_path: str | os.PathLike, **overrides) -> Profile:
+    """A built-in profile by name, or a profile YAML file by path, with overrides.
+
+    Raises:
+        ConfigError: an unknown profile name (listing the built-in ones), or a bad key
+            or value in the file or the overrides.
+    """
+    name = os.fspath(name_or_path)
+    if name in profiles():
+        data = read_yaml_text(resources.files("vaebias.profiles").joinpath(f"{name}.yaml").read_text())
+    elif Path(name).is_file():
+        data = read_yaml(name)
+    else:
+        raise ConfigError(f"unknown profile {name!r}; built-in profiles: {', '.join(profiles())}, "
+                          f"or the path of a profile YAML file")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return from_dict(Profile, data)
+
+
+def read_yaml_text(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def _say(msg: str) -> None:
+    print(f"[vaebias {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: str | os.PathLike = "results",
+              *, device: str = "auto", data_dir: str | None = None, progress: bool = True) -> dict:
+    """Run every stage of the paper's experiment for one dataset (see module docstring).
+
+    Args:
+        dataset: dataset name ("dsprites").
+        profile: a :class:`Profile` or a built-in profile name ("quick", "paper") or path.
+        out: results folder (created; rerunning resumes it).
+        device: "auto", "cpu" or "cuda[:N]".
+        data_dir: folder with the real dataset file (default: $VAEBIAS_DATA_DIR, else
+            the procedural renderer).
+
+    Returns:
+        dict with the table rows and the paths written.
+
+    Raises:
+        RunError: ``out`` is unwritable or holds results of a different profile/dataset.
+        ConfigError: unknown dataset, profile or model.
+    """
+    from vaebias.data import load_dataset
+    from vaebias.evaluation import evaluate_run
+    from vaebias.manipulation import (ManipulationConfig, export_variants, select_references,
+                                      train_manipulation)
+    from vaebias.report import write_report
+    from vaebias.training import RunConfig, train
+
+    t0 = time.perf_counter()
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    out = ensure_writable_dir(out)
+    if dataset not in EPSILON:
+        raise ConfigError(f"unknown dataset {dataset!r} for reproduce; available: {', '.join(sorted(EPSILON))}")
+    spec = {"dataset": dataset, "data_dir": data_dir, "profile": to_dict(prof)}
+    spec_path = out / "profile.yaml"
+    if spec_path.exists():
+        if read_yaml(spec_path) != spec:
+            raise RunError(f"{str(out)!r} holds results of a different profile or dataset "
+                           f"(see {spec_path}); use a new --out folder")
+    else:
+        write_yaml(spec_path, spec)
+    if prof.reduced:
+        _say(f"profile {prof.name!r} is a REDUCED protocol ({prof.train_steps} steps, "
+             f"{len(prof.seeds)} seeds; the paper: 300,000 steps, 10 seeds)")
+    data_spec = {"name": dataset}
+    if data_dir:
+        data_spec["data_dir"] = str(data_dir)
+    data = load_dataset(**data_spec)
+    _say(f"dataset {data!r}")
+
+    def train_cfg(steps: int, seed: int) -> TrainConfig:
+        return TrainConfig(steps=steps, batch_size=prof.batch_size, seed=seed, device=device,
+                           checkpoint_every=prof.checkpoint_every, log_every=min(100, steps))
+
+    # 1. references: R β-VAE restarts (seeds 1000 + r, disjoint from the table's seeds)
+    scores = {}
+    for r in range(prof.reference_restarts):
+        rd = out / "references" / f"beta_vae_seed{1000 + r}"
+        cfg = RunConfig(model="beta_vae", dataset=data_spec, train=train_cfg(prof.reference_steps, 1000 + r))
+        train(cfg, rd, data=data, progress=progress)
+        m = evaluate_run(rd, ("mig", "active_units"), data=data, num_points=prof.eval_points, device=device)
+        scores[str(rd)] = m["mig"]["mig"]
+        _say(f"reference {r + 1}/{prof.reference_restarts}: MIG {scores[str(rd)]:.3f}")
+
+    # 2. selection (paper Sec. 4.4)
+    man_dir = out / "manipulation"
+    sel = select_references(scores)
+    sel_path = man_dir / "selection.json"
+    if sel_path.exists() and read_json(sel_path)["entangled"] != sel["entangled"]:
+        raise RunError(f"{sel_path} disagrees with the reference scores; delete {man_dir} to redo it")
+    write_json(sel_path, sel)
+    _say(f"entangled reference {Path(sel['entangled']).name} (MIG {scores[sel['entangled']]:.3f}), "
+         f"disentangled {Path(sel['disentangled']).name} (MIG {scores[sel['disentangled']]:.3f})")
+
+    # 3. m_ψ (paper Sec. 4.5)
+    mcfg = ManipulationConfig(epsilon=EPSILON[dataset], field_width=prof.field_width)
+    train_manipulation(data, sel["entangled"], sel["disentangled"], man_dir, mcfg,
+                       train_cfg(prof.manipulation_steps, 0), progress=progress)
+    _say("manipulation trained")
+
+    # 4. export the modified and noise datasets
+    paths = export_variants(data, man_dir, out / "datasets", device=device, progress=progress)
+    _say(f"datasets written: {paths['modified'].name}, {paths['noise'].name}")
+
+    # 5. the table's runs
+    variant_spec = {"original": data_spec, "modified": {"name": str(paths["modified"])},
+                    "noise": {"name": str(paths["noise"])}}
+    variant_data = {"original": data}
+    for variant in VARIANTS:
+        vdata = variant_data.get(variant) or load_dataset(**variant_spec[variant])
+        for model in prof.models:
+            for seed in prof.seeds:
+                rd = out / "runs" / variant / f"{model}_seed{seed}"
+                cfg = RunConfig(model=model, dataset=variant_spec[variant],
+                                train=train_cfg(prof.train_steps, seed))
+                train(cfg, rd, data=vdata, progress=progress)
+                m = evaluate_run(rd, ("mig", "active_units"), data=vdata, num_points=prof.eval_points,
+                                 device=device)
+                _say(f"{variant:>8} {model:<9} seed {seed}: MIG {m['mig']['mig']:.3f}")
+
+    # 6. report
+    report = write_report(out)
+    wall = time.perf_counter() - t0
+    _say(f"table written to {report['table_md']}; figure {report.get('figure')}")
+    _say(f"wall time {wall:.0f} s ({wall / 60:.1f} min)")
+    report["wall_time_s"] = wall
+    return report

@@ -1,0 +1,303 @@
+"""The paper's dataset manipulation (Zietlow et al. 2021, Sec. 4.3-4.5, Fig. 3).
+
+1. Over R β-VAE restarts, the lowest-MIG model is the *entangled* reference and the
+   highest-MIG model the *disentangled* one (Sec. 4.4; :func:`select_references`).
+2. A network m_ψ maps the ground-truth factors w to an image-sized map with
+   ‖m_ψ(w)‖∞ ≤ 1 (tanh output); the altered image is x' = x + ε·m_ψ(w) (Sec. 4.5).
+   Both encoders are frozen and fed the *original* x; z ~ q(z|x) is sampled; both
+   decoders, initialised from the references, keep minimising their reconstruction
+   loss of x'; ψ minimises L_ent − L_dis (:class:`Manipulator`).
+3. The whole dataset is altered and exported, with the uniform-noise control of the
+   same size (Sec. 5.2; :func:`export_variants`).
+
+Choices the paper leaves open are config values (:class:`ManipulationConfig`), each
+default with its reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vaebias.config import TrainConfig, check, from_dict, to_dict
+from vaebias.data.base import GroundTruthData
+from vaebias.data.variants import Modified, Noisy, export_dataset
+from vaebias.errors import RunError
+from vaebias.models.base import reparameterize
+from vaebias.models.networks import ConvDecoder
+from vaebias.training import CHECKPOINT, fit, load_run, resolve_device
+
+__all__ = [
+    "ManipulationConfig",
+    "ManipulationField",
+    "Manipulator",
+    "select_references",
+    "train_manipulation",
+    "load_field",
+    "export_variants",
+    "variant_paths",
+]
+
+
+@dataclasses.dataclass
+class ManipulationConfig:
+    """Settings of the manipulation (paper Sec. 4.5).
+
+    Attributes:
+        epsilon: ε > 0, the max-norm size of the change; 0.1 for dSprites and 0.175
+            for Shapes3D (paper Sec. 5.2).
+        clip: clip x' to [0, 1]. Default True: the VAEs are trained with a Bernoulli
+            likelihood whose targets must be probabilities, and the altered images stay
+            valid images; |x' − x| ≤ ε holds either way. The paper does not say.
+        loss: reconstruction loss of the two decoders on x': "bernoulli" (default; the
+            loss every VAE of the study is trained with, so "cheaper to decode" is
+            measured in the objective the retrained models optimise) or "l2" (the
+            squared error written in the paper's Fig. 3).
+        field_width: channel multiplier of m_ψ, a "decoder-like network" (Fig. 3):
+            the standard conv decoder at this width (1.0 = standard) fed the factors.
+            Smaller widths make exporting the full dataset cheaper.
+        decoder_lr: learning rate of the two decoders (None: the training lr).
+        noise_seed: seed of the uniform-noise control dataset.
+    """
+
+    epsilon: float = 0.1
+    clip: bool = True
+    loss: Literal["bernoulli", "l2"] = "bernoulli"
+    field_width: float = 1.0
+    decoder_lr: float | None = None
+    noise_seed: int = 0
+
+    def __post_init__(self):
+        check(self.epsilon > 0, "epsilon", self.epsilon, "a number > 0")
+        check(self.epsilon >= 1 / 255, "epsilon", self.epsilon, "at least 1/255 (exports are uint8)")
+        check(self.field_width > 0, "field_width", self.field_width, "a number > 0")
+        check(self.decoder_lr is None or self.decoder_lr > 0, "decoder_lr", self.decoder_lr,
+              "a number > 0 or null")
+
+
+class ManipulationField(nn.Module):
+    """m_ψ: factors int64 (n, K) -> map float32 (n, C, H, W) in [−1, 1].
+
+    Input encoding: every factor as its class index scaled to [−1, 1], plus a one-hot
+    code for each categorical factor (e.g. dSprites shape). Network: the standard conv
+    decoder (``width`` multiplier) followed by tanh, so ‖m‖∞ ≤ 1 by construction.
+    """
+
+    def __init__(self, factor_sizes, categorical_factors, out_channels: int, width: float = 1.0):
+        super().__init__()
+        self.factor_sizes = tuple(int(s) for s in factor_sizes)
+        self.categorical = tuple(int(i) for i in categorical_factors)
+        in_dim = len(self.factor_sizes) + sum(self.factor_sizes[i] for i in self.categorical)
+        self.register_buffer("_scale", torch.tensor([max(s - 1, 1) for s in self.factor_sizes],
+                                                    dtype=torch.float32))
+        self.net = ConvDecoder(in_dim, out_channels, width=width)
+
+    def encode_factors(self, factors: torch.Tensor) -> torch.Tensor:
+        f = factors.long()
+        parts = [2.0 * f.float() / self._scale - 1.0]
+        for i in self.categorical:
+            parts.append(F.one_hot(f[:, i], self.factor_sizes[i]).float())
+        return torch.cat(parts, dim=1)
+
+    def forward(self, factors: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(self.encode_factors(factors)))
+
+
+def _recon(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "bernoulli":
+        per = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    else:
+        per = (torch.sigmoid(logits) - target).pow(2)
+    return per.flatten(1).sum(1).mean()
+
+
+class Manipulator(nn.Module):
+    """The trainable system of the paper's Fig. 3 (see module docstring).
+
+    Args:
+        entangled, disentangled: trained β-VAE models (``encoder``/``decoder``); they
+            are copied, their encoders frozen.
+        factor_sizes, categorical_factors: of the dataset.
+        config: a :class:`ManipulationConfig`.
+    """
+
+    def __init__(self, entangled, disentangled, factor_sizes, categorical_factors,
+                 config: ManipulationConfig):
+        super().__init__()
+        import copy
+
+        self.config = config
+        self.ent = copy.deepcopy(entangled)
+        self.dis = copy.deepcopy(disentangled)
+        for ref in (self.ent, self.dis):
+            for p in ref.encoder.parameters():
+                p.requires_grad_(False)
+        out_channels = entangled.observation_shape[0]
+        self.field = ManipulationField(factor_sizes, categorical_factors, out_channels,
+                                       width=config.field_width)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.ent.encoder.eval()
+        self.dis.encoder.eval()
+        return self
+
+    def _decoder_params(self):
+        return list(self.ent.decoder.parameters()) + list(self.dis.decoder.parameters())
+
+    def configure_optimizers(self, train_config: TrainConfig):
+        betas, eps = tuple(train_config.adam_betas), train_config.adam_eps
+        dec_lr = self.config.decoder_lr or train_config.lr
+        return {
+            "field": torch.optim.Adam(self.field.parameters(), lr=train_config.lr, betas=betas, eps=eps),
+            "decoders": torch.optim.Adam(self._decoder_params(), lr=dec_lr, betas=betas, eps=eps),
+        }
+
+    def altered(self, x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+        """x' = x + ε·m_ψ(w), clipped to [0, 1] when configured."""
+        out = x + self.config.epsilon * self.field(factors)
+        return out.clamp(0.0, 1.0) if self.config.clip else out
+
+    def losses(self, batch: dict) -> dict[str, torch.Tensor]:
+        x, w = batch["images"], batch["factors"]
+        x_alt = self.altered(x, w)
+        with torch.no_grad():  # frozen encoders, fed the original images
+            z_ent = reparameterize(*self.ent.encoder(x))
+            z_dis = reparameterize(*self.dis.encoder(x))
+        l_ent = _recon(self.ent.decoder(z_ent), x_alt, self.config.loss)
+        l_dis = _recon(self.dis.decoder(z_dis), x_alt, self.config.loss)
+        return {"loss": l_ent - l_dis, "l_ent": l_ent, "l_dis": l_dis}
+
+    def training_step(self, batch: dict, optimizers: dict) -> dict[str, float]:
+        terms = self.losses(batch)
+        dec_params = self._decoder_params()
+        field_params = list(self.field.parameters())
+        # decoders: each minimises its own reconstruction loss of x'
+        g_dec = torch.autograd.grad(terms["l_ent"] + terms["l_dis"], dec_params, retain_graph=True)
+        # m_ψ: minimises L_ent − L_dis through its effect on x'
+        g_field = torch.autograd.grad(terms["loss"], field_params)
+        for p, g in zip(dec_params, g_dec):
+            p.grad = g
+        for p, g in zip(field_params, g_field):
+            p.grad = g
+        optimizers["decoders"].step()
+        optimizers["field"].step()
+        out = {k: float(v.detach()) for k, v in terms.items()}
+        return out
+
+
+def select_references(scores: dict[str, float]) -> dict:
+    """Entangled = lowest score, disentangled = highest (paper Sec. 4.4; MIG).
+
+    Args:
+        scores: run directory -> MIG, for at least two restarts.
+
+    Returns:
+        ``{"entangled": dir, "disentangled": dir, "scores": scores}``.
+
+    Raises:
+        RunError: fewer than two restarts.
+    """
+    if len(scores) < 2:
+        raise RunError(f"need at least 2 β-VAE restarts to pick references, got {len(scores)}")
+    items = sorted(scores.items(), key=lambda kv: (kv[1], kv[0]))
+    return {"entangled": items[0][0], "disentangled": items[-1][0], "scores": dict(scores)}
+
+
+def train_manipulation(
+    data: GroundTruthData,
+    entangled_dir: str | os.PathLike,
+    disentangled_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: ManipulationConfig,
+    train_config: TrainConfig,
+    *,
+    progress: bool = True,
+) -> Manipulator:
+    """Fit m_ψ (and the two decoders) in ``out_dir`` with the one training loop
+    (checkpointed, resumable). Returns the trained :class:`Manipulator` in eval mode."""
+    device = resolve_device(train_config.device)
+    ent, _ = load_run(entangled_dir, device)
+    dis, _ = load_run(disentangled_dir, device)
+    torch.manual_seed(train_config.seed)
+    manip = Manipulator(ent, dis, data.factor_sizes, data.categorical_factors, config)
+    record = {
+        "stage": "manipulation",
+        "dataset_info": data.describe(),
+        "entangled": str(Path(entangled_dir).resolve()),
+        "disentangled": str(Path(disentangled_dir).resolve()),
+        "manipulation": to_dict(config),
+        "train": to_dict(train_config),
+    }
+    fit(manip, data, out_dir, train_config, record, progress=progress, description="manipulation m_psi")
+    return manip.eval()
+
+
+def load_field(manipulation_dir: str | os.PathLike, device="cpu") -> tuple[ManipulationField, ManipulationConfig]:
+    """The trained m_ψ of a manipulation run and its config.
+
+    Raises:
+        RunError: the folder holds no finished manipulation run.
+    """
+    from vaebias.io import read_yaml
+
+    d = Path(manipulation_dir)
+    if not (d / CHECKPOINT).exists() or not (d / "config.yaml").exists():
+        raise RunError(f"{str(d)!r} holds no manipulation run (expected config.yaml and {CHECKPOINT})")
+    record = read_yaml(d / "config.yaml")
+    if record.get("stage") != "manipulation":
+        raise RunError(f"{str(d)!r} is not a manipulation run")
+    cfg = from_dict(ManipulationConfig, record["manipulation"])
+    info = record["dataset_info"]
+    categorical = info.get("categorical_factors", [])
+    field = ManipulationField(info["factor_sizes"], categorical, info["observation_shape"][0],
+                              width=cfg.field_width)
+    state = torch.load(d / CHECKPOINT, map_location=resolve_device(device), weights_only=False)
+    prefix = "field."
+    field.load_state_dict({k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)})
+    return field.to(resolve_device(device)).eval(), cfg
+
+
+def variant_paths(out_dir, base_name: str, epsilon: float, noise_seed: int) -> dict[str, Path]:
+    """File names of the exported variants: ``<name>_modified_eps<ε>.h5`` and
+    ``<name>_noise_eps<ε>_seed<s>.h5``."""
+    out_dir = Path(out_dir)
+    return {
+        "modified": out_dir / f"{base_name}_modified_eps{epsilon:g}.h5",
+        "noise": out_dir / f"{base_name}_noise_eps{epsilon:g}_seed{noise_seed}.h5",
+    }
+
+
+def export_variants(base: GroundTruthData, manipulation_dir, out_dir, *, device="auto",
+                    progress: bool = True, chunk: int = 4096) -> dict[str, Path]:
+    """Write the modified dataset (x + ε·m_ψ(w)) and the noise control (x + U[−ε, ε],
+    fixed per image) for every image of ``base``, in its order, as vaebias dataset
+    files (see :mod:`vaebias.data.variants`). Finished files are kept; an interrupted
+    export resumes.
+
+    Returns:
+        ``{"modified": path, "noise": path}``.
+    """
+    dev = resolve_device(device)
+    field, cfg = load_field(manipulation_dir, dev)
+    paths = variant_paths(out_dir, base.name, cfg.epsilon, cfg.noise_seed)
+    prov = {"base": base.describe(), "manipulation_dir": str(Path(manipulation_dir).resolve()),
+            "manipulation": to_dict(cfg)}
+    modified = Modified(base, field, cfg.epsilon, clip=cfg.clip, name=f"{base.name}_modified")
+    export_dataset(modified, paths["modified"], kind="modified", base=base, epsilon=cfg.epsilon,
+                   provenance=prov, device=dev, progress=progress, chunk=chunk)
+    noisy = Noisy(base, cfg.epsilon, seed=cfg.noise_seed, clip=cfg.clip, name=f"{base.name}_noise")
+    export_dataset(noisy, paths["noise"], kind="noise", base=base, epsilon=cfg.epsilon,
+                   provenance={**prov, "noise_seed": cfg.noise_seed}, device=dev,
+                   progress=progress, chunk=chunk)
+    return paths
+
+
+_ = np  # numpy used in type hints of callers

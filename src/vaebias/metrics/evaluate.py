@@ -1,0 +1,269 @@
+"""Sampling-level evaluation of a representation on a ground-truth dataset.
+
+This is the disentanglement_lib protocol (``../shared/reference/FACTS.md`` §2):
+draw factor rows uniformly with replacement from the full grid, render their
+images, encode them (for a VAE: the encoder mean) and score the codes against the
+factors with the array-level metrics of :mod:`vaebias.metrics`.
+
+Metrics are looked up by name in the registry of ``vaebias.metrics`` (see
+:func:`vaebias.metrics.register`); each entry is a function ``fn(ctx) -> dict``
+receiving an :class:`EvalContext`, which exposes the shared sample
+(``ctx.codes``, ``ctx.factors``, ``ctx.variances``, drawn once and lazily) and,
+for metrics that need their own draws (train/test splits, fixed-factor batches),
+``ctx.data``, ``ctx.represent_factors`` and ``ctx.rng(offset)``.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from .mig import _check_num_bins, _to_numpy
+
+__all__ = ["evaluate", "EvalContext"]
+
+
+def _is_positive_int(x) -> bool:
+    return not isinstance(x, bool) and isinstance(x, (int, np.integer)) and x >= 1
+
+
+class EvalContext:
+    """Everything a registered metric needs; the shared sample is computed once on demand.
+
+    Attributes:
+        data: the :class:`vaebias.data.base.GroundTruthData` dataset.
+        represent: the callable images -> codes (or (mean, variance)).
+        num_points, seed, batch_size, device, num_bins, active_threshold: the settings
+            of :func:`evaluate`.
+    """
+
+    def __init__(self, data, represent, *, num_points, seed, batch_size, device, num_bins,
+                 active_threshold):
+        self.data = data
+        self.represent = represent
+        self.num_points = num_points
+        self.seed = seed
+        self.batch_size = batch_size
+        self.device = device
+        self.num_bins = num_bins
+        self.active_threshold = active_threshold
+        self._sample = None
+
+    # ------------------------------------------------------------- sampling
+    def rng(self, offset: int = 0) -> np.random.Generator:
+        """A fresh generator for ``seed`` (offset 0 reproduces the shared sample's draw).
+
+        Metrics drawing extra samples should use a distinct non-zero ``offset``.
+        """
+        if offset == 0:
+            return np.random.default_rng(self.seed)
+        return np.random.default_rng([self.seed, offset] if self.seed is not None else None)
+
+    def represent_factors(self, factors: np.ndarray):
+        """Encode the images of factor rows int (n, K) in batches.
+
+        Returns:
+            (codes, variances): codes float (n, d) numpy (float dtype of ``represent``'s
+            output, float64 for non-float outputs); variances float (n, d) numpy or
+            ``None`` when ``represent`` returns codes only.
+
+        Raises:
+            ValueError: ``represent`` returned something that is not (n, d), or a
+                variance array whose shape differs from the codes'.
+        """
+        codes, variances = [], []
+        n = factors.shape[0]
+        with torch.no_grad():
+            for start in range(0, n, self.batch_size):
+                f = factors[start:start + self.batch_size]
+                images = self.data.images(f, device=self.device)
+                out = self.represent(images)
+                var = None
+                if isinstance(out, (tuple, list)):
+                    if len(out) != 2:
+                        raise ValueError(
+                            "represent must return codes (n, d) or a tuple (mean, variance); "
+                            f"got a {type(out).__name__} of length {len(out)}"
+                        )
+                    out, var = out
+                c = _to_numpy(out)
+                if c.ndim != 2 or c.shape[0] != f.shape[0]:
+                    raise ValueError(
+                        f"represent must return codes of shape (n, d) for n={f.shape[0]} images; "
+                        f"got shape {c.shape}"
+                    )
+                if c.dtype.kind != "f":
+                    c = c.astype(np.float64)
+                codes.append(c)
+                if var is not None:
+                    v = _to_numpy(var)
+                    if v.shape != c.shape:
+                        raise ValueError(
+                            f"represent's variance must have the shape of its mean {c.shape}; "
+                            f"got {v.shape}"
+                        )
+                    variances.append(v.astype(np.float64, copy=False))
+        if variances and len(variances) != len(codes):
+            raise ValueError("represent returned variances for some batches but not for others")
+        dims = {c.shape[1] for c in codes}
+        if len(dims) > 1:
+            raise ValueError(f"represent returned codes of different widths across batches: {sorted(dims)}")
+        codes_arr = np.concatenate(codes, axis=0)
+        var_arr = np.concatenate(variances, axis=0) if variances else None
+        return codes_arr, var_arr
+
+    def _draw(self):
+        if self._sample is None:
+            factors = self.data.sample_factors(self.num_points, self.rng(0))
+            codes, variances = self.represent_factors(factors)
+            self._sample = (factors, codes, variances)
+        return self._sample
+
+    @property
+    def factors(self) -> np.ndarray:
+        """Shared sample's factor rows, int64 (num_points, K)."""
+        return self._draw()[0]
+
+    @property
+    def codes(self) -> np.ndarray:
+        """Shared sample's codes (num_points, d)."""
+        return self._draw()[1]
+
+    @property
+    def variances(self) -> np.ndarray | None:
+        """Shared sample's posterior variances (num_points, d), or None."""
+        return self._draw()[2]
+
+    @property
+    def num_varying_factors(self) -> int:
+        """Number of factors with more than one class (dSprites' colour does not count)."""
+        return int(sum(1 for s in self.data.factor_sizes if s > 1))
+
+
+def _versions() -> dict:
+    import vaebias
+
+    out = {"python": platform.python_version(), "numpy": np.__version__,
+           "torch": torch.__version__, "vaebias": vaebias.__version__}
+    try:
+        import sklearn
+
+        out["scikit-learn"] = sklearn.__version__
+    except ImportError:  # pragma: no cover - sklearn is a dependency
+        pass
+    return out
+
+
+def evaluate(
+    data,
+    represent: Callable,
+    metrics: Iterable[str] | str = ("mig",),
+    num_points: int = 10_000,
+    seed: int | None = 0,
+    batch_size: int = 1000,
+    device=None,
+    *,
+    num_bins: int = 20,
+    active_threshold: float = 0.8,
+) -> dict:
+    """Score a representation on a ground-truth dataset, the disentanglement_lib way.
+
+    Draws ``num_points`` factor rows uniformly with replacement with
+    ``data.sample_factors(num_points, np.random.default_rng(seed))`` (one call),
+    renders ``data.images(f, device=device)`` in batches of ``batch_size``, encodes
+    each batch with ``represent`` under ``torch.no_grad()`` and computes every
+    requested metric on the resulting codes. The same seed gives the same factors
+    and hence (for a deterministic ``represent``) the same numbers.
+
+    Args:
+        data: a :class:`vaebias.data.base.GroundTruthData`.
+        represent: callable ``images -> codes`` taking a float32 tensor (n, C, H, W)
+            on ``device`` and returning codes (n, d) as a numpy array or torch tensor
+            (for a VAE: the encoder mean). It may instead return a tuple
+            ``(mean, variance)`` of two (n, d) arrays, variance being the posterior
+            variance sigma^2(x); the metrics use the mean and ``"active_units"``
+            uses the variance.
+        metrics: names from :func:`vaebias.metrics.available` (a single name is fine).
+            ``"mig"``: :func:`vaebias.metrics.mig` with ``num_bins``.
+            ``"active_units"``: :func:`vaebias.metrics.active_units` with
+            ``active_threshold`` and ``num_factors`` = number of factors with more
+            than one class; needs ``represent`` to return ``(mean, variance)``.
+        num_points: number of sampled points, >= 1 (10,000 in disentanglement_lib).
+        seed: seed of ``np.random.default_rng``.
+        batch_size: images rendered and encoded per call, >= 1.
+        device: torch device for the images (default CPU).
+        num_bins: bins per latent for MIG (20).
+        active_threshold: variance threshold of active units (0.8, the paper Sec. 5.3).
+
+    Returns:
+        dict ``{name: result dict of that metric, ..., "settings": {...}}``;
+        ``settings`` records metrics, num_points, seed, batch_size, num_bins,
+        active_threshold, device, num_latents, the dataset's ``describe()`` (if
+        available) and library versions (sklearn's MI changed between versions).
+
+    Raises:
+        ValueError: an unknown metric name (the message lists the available ones),
+            bad num_points/batch_size, a malformed output of ``represent``, or
+            ``"active_units"`` requested while ``represent`` returns no variances.
+    """
+    from . import METRICS  # the registry lives in the package __init__
+
+    names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    names = tuple(dict.fromkeys(names))  # de-duplicate, keep order
+    unknown = [m for m in names if m not in METRICS]
+    if unknown:
+        raise ValueError(
+            f"unknown metric(s) {unknown}; available: {sorted(METRICS)}"
+        )
+    if not names:
+        raise ValueError(f"metrics must name at least one metric; available: {sorted(METRICS)}")
+    if not _is_positive_int(num_points):
+        raise ValueError(f"num_points must be an integer >= 1; got {num_points!r}")
+    if not _is_positive_int(batch_size):
+        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    num_bins = _check_num_bins(num_bins)
+    if not callable(represent):
+        raise ValueError(f"represent must be callable; got {type(represent).__name__}")
+
+    ctx = EvalContext(
+        data, represent, num_points=int(num_points), seed=seed, batch_size=int(batch_size),
+        device=device, num_bins=num_bins, active_threshold=active_threshold,
+    )
+    results = {name: METRICS[name](ctx) for name in names}
+    settings = {
+        "metrics": list(names),
+        "num_points": int(num_points),
+        "seed": seed,
+        "batch_size": int(batch_size),
+        "num_bins": int(num_bins),
+        "active_threshold": float(active_threshold),
+        "device": str(device) if device is not None else "cpu",
+        "num_latents": int(ctx.codes.shape[1]) if ctx._sample is not None else None,
+        "versions": _versions(),
+    }
+    if hasattr(data, "describe"):
+        settings["dataset"] = data.describe()
+    results["settings"] = settings
+    return results
+
+
+# ------------------------------------------------ adapters used by the registry
+def _mig_metric(ctx: EvalContext) -> dict:
+    from .mig import mig
+
+    return mig(ctx.codes, ctx.factors, num_bins=ctx.num_bins)
+
+
+def _active_units_metric(ctx: EvalContext) -> dict:
+    from .active_units import active_units
+
+    if ctx.variances is None:
+        raise ValueError(
+            "metric 'active_units' needs posterior variances: represent must return a tuple "
+            "(mean, variance) of (n, d) arrays"
+        )
+    return active_units(ctx.variances, threshold=ctx.active_threshold,
+                        num_factors=ctx.num_varying_factors)

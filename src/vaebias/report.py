@@ -1,0 +1,194 @@
+"""Tables and figures from results folders (run directories only, never live objects).
+
+:func:`write_report` turns a :func:`vaebias.experiments.reproduce` folder into Table 1's
+columns for its dataset (Markdown, CSV, JSON: MIG mean ± std over seeds per model and
+variant, with active units) and the Fig. 4-style picture (original, ε·m(w), altered).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from vaebias.errors import RunError
+from vaebias.io import atomic_path, read_json, read_yaml, write_json
+
+__all__ = ["collect_runs", "summarise", "write_report", "figure_manipulation", "MODEL_LABELS"]
+
+#: row labels of Table 1
+MODEL_LABELS = {
+    "ae": "AE",
+    "beta_vae": "β-VAE",
+    "factor_vae": "FactorVAE",
+    "beta_tc_vae": "β-TC-VAE",
+    "slow_vae": "Slow-VAE",
+    "pcl": "PCL",
+    "weak_gan": "Weak. sup. GAN",
+}
+VARIANT_LABELS = {"original": "orig.", "modified": "mod.", "noise": "noise"}
+
+
+def collect_runs(out: str | os.PathLike) -> list[dict]:
+    """One record per evaluated run under ``out/runs/<variant>/<model>_seed<s>/``:
+    variant, model, seed, mig, active_units (None for deterministic models)."""
+    rows = []
+    for mpath in sorted(Path(out).glob("runs/*/*/metrics.json")):
+        m = read_json(mpath)
+        cfg = read_yaml(mpath.parent / "config.yaml")
+        au = m.get("active_units", {}).get("active_units")
+        rows.append({
+            "variant": mpath.parent.parent.name,
+            "model": cfg["model"],
+            "seed": cfg["train"]["seed"],
+            "steps": cfg["train"]["steps"],
+            "mig": m["mig"]["mig"],
+            "active_units": au,
+            "run_dir": str(mpath.parent),
+        })
+    return rows
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean and standard deviation (ddof=1; 0 for one seed) of MIG per (model, variant)."""
+    cells: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        cells.setdefault((r["model"], r["variant"]), []).append(r["mig"])
+    out = []
+    for (model, variant), vals in cells.items():
+        v = np.asarray(vals, dtype=np.float64)
+        out.append({
+            "model": model, "variant": variant, "n": int(v.size),
+            "mig_mean": float(v.mean()), "mig_std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+        })
+    return out
+
+
+def _order(models, variants):
+    known = list(MODEL_LABELS)
+    models = sorted(models, key=lambda m: (known.index(m) if m in known else len(known), m))
+    vorder = list(VARIANT_LABELS)
+    variants = sorted(variants, key=lambda v: vorder.index(v) if v in vorder else len(vorder))
+    return models, variants
+
+
+def _markdown(summary, dataset: str, profile: dict) -> str:
+    models, variants = _order({s["model"] for s in summary}, {s["variant"] for s in summary})
+    cell = {(s["model"], s["variant"]): s for s in summary}
+    lines = []
+    if profile.get("reduced", True):
+        lines.append(
+            f"**Reduced protocol** (profile `{profile.get('name')}`: {profile.get('train_steps')} training "
+            f"steps, {len(profile.get('seeds', []))} seeds; the paper uses 300,000 steps and 10 seeds). "
+            "These numbers show that the pipeline runs; they are not comparable to the paper's Table 1.\n"
+        )
+    else:
+        lines.append(f"Profile `{profile.get('name')}` (the paper's protocol).\n")
+    lines.append(f"MIG, mean ± std over seeds (n per cell in brackets), dataset **{dataset}**.\n")
+    head = "| model | " + " | ".join(f"{dataset} {VARIANT_LABELS.get(v, v)}" for v in variants) + " |"
+    lines += [head, "|---|" + "---|" * len(variants)]
+    for m in models:
+        vals = []
+        for v in variants:
+            s = cell.get((m, v))
+            vals.append("–" if s is None else f"{s['mig_mean']:.2f} ± {s['mig_std']:.2f} ({s['n']})")
+        lines.append(f"| {MODEL_LABELS.get(m, m)} | " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def figure_manipulation(base, altered, out_png, *, epsilon: float, num: int = 4, seed: int = 0,
+                        title: str = "") -> Path:
+    """Fig. 4: for ``num`` random images, the original x, the change ε·m = x' − x and x'.
+
+    Args:
+        base, altered: datasets on the same factor grid (original and modified).
+        out_png: file to write (atomically).
+        epsilon: colour range of the middle column (±ε).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(seed)
+    f = base.sample_factors(num, rng)
+    x = base.images(f).numpy()
+    xa = altered.images(f).numpy()
+    d = xa - x
+    fig, axes = plt.subplots(num, 3, figsize=(6.6, 2.2 * num), squeeze=False)
+    for i in range(num):
+        for j, (img, kw) in enumerate([
+            (x[i], {"vmin": 0, "vmax": 1}),
+            (d[i], {"vmin": -epsilon, "vmax": epsilon, "cmap": "RdBu_r"}),
+            (xa[i], {"vmin": 0, "vmax": 1}),
+        ]):
+            ax = axes[i, j]
+            show = img.transpose(1, 2, 0)
+            if show.shape[2] == 1:
+                show = show[:, :, 0]
+                kw.setdefault("cmap", "gray")
+            ax.imshow(show if j == 1 or img.shape[0] == 1 else np.clip(show, 0, 1), **kw)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(["original x", f"x' − x (±{epsilon:g})", "altered x'"][j], fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    with atomic_path(out_png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return out_png
+
+
+def write_report(out: str | os.PathLike) -> dict:
+    """Write ``table.md``, ``table.csv``, ``table.json`` and ``fig4_<dataset>.png`` in a
+    reproduce folder ``out``.
+
+    Raises:
+        RunError: ``out`` is not a reproduce folder or holds no evaluated runs.
+    """
+    from vaebias.data import load_dataset
+
+    out = Path(out)
+    if not (out / "profile.yaml").exists():
+        raise RunError(f"{str(out)!r} is not a results folder of `vaebias reproduce` (no profile.yaml)")
+    spec = read_yaml(out / "profile.yaml")
+    rows = collect_runs(out)
+    if not rows:
+        raise RunError(f"{str(out)!r} holds no evaluated runs yet (runs/*/*/metrics.json)")
+    summary = summarise(rows)
+    dataset, profile = spec["dataset"], spec["profile"]
+    md = _markdown(summary, dataset, profile)
+    paths = {"table_md": out / "table.md", "table_csv": out / "table.csv", "table_json": out / "table.json"}
+    with atomic_path(paths["table_md"]) as tmp:
+        tmp.write_text(md)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["model", "variant", "n", "mig_mean", "mig_std"])
+    w.writeheader()
+    w.writerows(summary)
+    with atomic_path(paths["table_csv"]) as tmp:
+        tmp.write_text(buf.getvalue())
+    selection = out / "manipulation" / "selection.json"
+    write_json(paths["table_json"], {
+        "dataset": dataset, "profile": profile, "reduced_protocol": bool(profile.get("reduced", True)),
+        "summary": summary, "runs": rows,
+        "references": read_json(selection) if selection.exists() else None,
+    })
+    result = {k: str(v) for k, v in paths.items()}
+    modified = sorted((out / "datasets").glob("*_modified_*.h5"))
+    if modified:
+        altered = load_dataset(str(modified[0]))
+        base_spec = {"name": dataset}
+        if spec.get("data_dir"):
+            base_spec["data_dir"] = spec["data_dir"]
+        base = load_dataset(**base_spec)
+        fig = figure_manipulation(base, altered, out / f"fig4_{dataset}.png", epsilon=altered.epsilon,
+                                  title=f"{dataset}: x' = x + ε·m(w), ε = {altered.epsilon:g}")
+        result["figure"] = str(fig)
+    result["markdown"] = md
+    return result

@@ -1,0 +1,125 @@
+import csv
+
+import pytest
+import torch
+
+from tests.conftest import tiny_train
+from vaebias.errors import ConfigError, RunError
+from vaebias.training import RunConfig, is_finished, load_run, train
+
+
+def _cfg(model="beta_vae", **train_kw):
+    return {"model": model, "dataset": {"name": "toy", "num_positions": 8},
+            "model_params": {"beta": 4.0} if model == "beta_vae" else {},
+            "train": tiny_train(**train_kw)}
+
+
+def _same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("model", ["ae", "beta_vae"])
+def test_resume_equals_uninterrupted(tmp_path, toy, model):
+    full = train(_cfg(model), tmp_path / "full", data=toy, progress=False)
+
+    def crash(step, terms):
+        if step == 8:  # after the checkpoint at step 5, before the one at 10
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        train(_cfg(model), tmp_path / "cut", data=toy, progress=False, callback=crash)
+    assert not is_finished(tmp_path / "cut")
+    resumed = train(_cfg(model), tmp_path / "cut", data=toy, progress=False)
+    assert is_finished(tmp_path / "cut")
+    assert _same_weights(full, resumed)
+    # the log holds each logged step exactly once, in order
+    with open(tmp_path / "cut" / "train_log.csv") as fh:
+        steps = [int(r["step"]) for r in csv.DictReader(fh)]
+    assert steps == [2, 4, 6, 8, 10, 12]
+
+
+def test_keyboard_interrupt_checkpoints_current_step(tmp_path, toy):
+    full = train(_cfg(), tmp_path / "full", data=toy, progress=False)
+
+    def interrupt(step, terms):
+        if step == 7:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(), tmp_path / "cut", data=toy, progress=False, callback=interrupt)
+    state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    assert state["step"] == 7
+    resumed = train(_cfg(), tmp_path / "cut", data=toy, progress=False)
+    assert _same_weights(full, resumed)
+
+
+def test_same_seed_same_weights_different_seed_differs(tmp_path, toy):
+    a = train(_cfg(seed=3), tmp_path / "a", data=toy, progress=False)
+    b = train(_cfg(seed=3), tmp_path / "b", data=toy, progress=False)
+    c = train(_cfg(seed=4), tmp_path / "c", data=toy, progress=False)
+    assert _same_weights(a, b)
+    assert not _same_weights(a, c)
+
+
+def test_finished_run_is_not_redone(tmp_path, toy):
+    train(_cfg(), tmp_path / "r", data=toy, progress=False)
+    mtime = (tmp_path / "r" / "checkpoint.pt").stat().st_mtime_ns
+    calls = []
+    train(_cfg(), tmp_path / "r", data=toy, progress=False, callback=lambda s, t: calls.append(s))
+    assert calls == []
+    assert (tmp_path / "r" / "checkpoint.pt").stat().st_mtime_ns == mtime
+
+
+def test_run_directory_contents_and_load(tmp_path, toy):
+    model = train(_cfg(), tmp_path / "r", data=toy, progress=False)
+    for name in ("config.yaml", "checkpoint.pt", "train_log.csv", "versions.json"):
+        assert (tmp_path / "r" / name).exists(), name
+    loaded, record = load_run(tmp_path / "r")
+    assert record["model"] == "beta_vae" and record["model_params"] == {"beta": 4.0}
+    assert _same_weights(model, loaded)
+    assert not list((tmp_path / "r").glob(".*tmp"))  # no temporary files left
+
+
+def test_different_config_in_same_dir_is_an_error(tmp_path, toy):
+    train(_cfg(), tmp_path / "r", data=toy, progress=False)
+    with pytest.raises(RunError, match="different configuration"):
+        train(_cfg(steps=20), tmp_path / "r", data=toy, progress=False)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("steps", 0, "steps = 0"),
+    ("steps", -5, "steps = -5"),
+    ("batch_size", 0, "batch_size"),
+    ("lr", -1.0, "lr"),
+    ("bogus", 1, "unknown key 'train.bogus'"),
+])
+def test_bad_train_config(tmp_path, toy, key, value, match):
+    cfg = _cfg()
+    cfg["train"][key] = value
+    with pytest.raises(ConfigError, match=match):
+        train(cfg, tmp_path / "r", data=toy, progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_model_and_param(tmp_path, toy):
+    with pytest.raises(ConfigError, match="unknown model 'nope'.*beta_vae"):
+        RunConfig(model="nope")
+    cfg = _cfg()
+    cfg["model_params"] = {"gamma": 3}
+    with pytest.raises(ConfigError, match="unknown key 'beta_vae.gamma'"):
+        train(cfg, tmp_path / "r", data=toy, progress=False)
+    cfg["model_params"] = {"beta": -1}
+    with pytest.raises(ConfigError, match="beta = -1"):
+        train(cfg, tmp_path / "r2", data=toy, progress=False)
+
+
+def test_unwritable_output_folder(tmp_path, toy):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RunError, match="not writable"):
+        train(_cfg(), blocker / "run", data=toy, progress=False)
