@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import tiny_train
+from vaebias.config import TrainConfig
+from vaebias.data import load_dataset
+from vaebias.errors import ConfigError, RunError
+from vaebias.manipulation import (ManipulationConfig, ManipulationField, Manipulator, export_variants,
+                                  load_field, select_references, train_manipulation)
+from vaebias.models import build_model
+from vaebias.training import train
+
+
+class _NoStep:
+    def step(self):
+        pass
+
+
+def _refs(seed_a=1, seed_b=2):
+    torch.manual_seed(seed_a)
+    a = build_model("beta_vae", (1, 64, 64), 2, {"beta": 4.0})
+    torch.manual_seed(seed_b)
+    b = build_model("beta_vae", (1, 64, 64), 2, {"beta": 4.0})
+    return a, b
+
+
+def test_field_is_bounded_and_encodes_categorical():
+    field = ManipulationField((3, 6, 40), categorical_factors=(0,), out_channels=1, width=0.25)
+    w = torch.tensor([[0, 0, 0], [2, 5, 39], [1, 3, 7]])
+    enc = field.encode_factors(w)
+    assert enc.shape == (3, 3 + 3)
+    assert torch.allclose(enc[1, :3], torch.tensor([1.0, 1.0, 1.0]))
+    assert torch.allclose(enc[0, :3], torch.tensor([-1.0, -1.0, -1.0]))
+    assert enc[2, 3:].tolist() == [0.0, 1.0, 0.0]
+    with torch.no_grad():
+        for p in field.parameters():
+            p.mul_(50)  # saturate: the bound must still hold
+        m = field(w)
+    assert m.shape == (3, 1, 64, 64) and float(m.abs().max()) <= 1.0
+
+
+def test_training_step_gradients_have_the_papers_roles(toy):
+    ent, dis = _refs()
+    cfg = ManipulationConfig(epsilon=0.1, field_width=0.25)
+    manip = Manipulator(ent, dis, toy.factor_sizes, (), cfg).train()
+    f = toy.sample_factors(8, np.random.default_rng(0))
+    batch = {"images": toy.images(f), "factors": torch.as_tensor(f)}
+    torch.manual_seed(5)
+    manip.training_step(batch, {"field": _NoStep(), "decoders": _NoStep()})
+    got_field = [p.grad.clone() for p in manip.field.parameters()]
+    got_dec = [p.grad.clone() for p in manip.ent.decoder.parameters()]
+    # independent computation with the same sampling noise
+    torch.manual_seed(5)
+    terms = manip.losses(batch)
+    want_field = torch.autograd.grad(terms["l_ent"] - terms["l_dis"], list(manip.field.parameters()),
+                                     retain_graph=True)
+    want_dec = torch.autograd.grad(terms["l_ent"], list(manip.ent.decoder.parameters()))
+    for g, w in zip(got_field, want_field):
+        assert torch.allclose(g, w, atol=1e-5, rtol=1e-4)
+    for g, w in zip(got_dec, want_dec):  # L_dis does not touch the entangled decoder
+        assert torch.allclose(g, w, atol=1e-5, rtol=1e-4)
+    # frozen encoders get no gradient
+    assert all(p.grad is None for p in manip.ent.encoder.parameters())
+    assert all(p.grad is None for p in manip.dis.encoder.parameters())
+
+
+def test_manipulation_run_encoders_frozen_and_objective_falls(tmp_path, toy):
+    runs = {}
+    for s in (1, 2):
+        cfg = {"model": "beta_vae", "dataset": {"name": "toy", "num_positions": 8},
+               "model_params": {"beta": 4.0}, "train": tiny_train(steps=15, seed=s)}
+        train(cfg, tmp_path / f"ref{s}", data=toy, progress=False)
+        runs[s] = tmp_path / f"ref{s}"
+    # decoders nearly fixed here, so the change of L_ent - L_dis is m_psi's doing
+    cfg = ManipulationConfig(epsilon=0.1, field_width=0.25, decoder_lr=1e-12)
+    tcfg = TrainConfig(steps=40, batch_size=16, lr=1e-3, device="cpu", log_every=10, checkpoint_every=20)
+    manip = train_manipulation(toy, runs[1], runs[2], tmp_path / "man", cfg, tcfg, progress=False)
+    from vaebias.training import load_run
+
+    ref_ent, _ = load_run(runs[1])
+    for a, b in zip(ref_ent.encoder.parameters(), manip.ent.encoder.parameters()):
+        assert torch.equal(a, b)
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "man" / "train_log.csv")))
+    losses = [float(r["loss"]) for r in rows]
+    assert losses[-1] < losses[0]  # m_psi lowers L_ent - L_dis
+    field, loaded_cfg = load_field(tmp_path / "man")
+    assert loaded_cfg == cfg
+    w = torch.as_tensor(toy.factors_of(np.arange(5)))
+    with torch.no_grad():
+        assert torch.allclose(field(w), manip.field(w))
+    paths = export_variants(toy, tmp_path / "man", tmp_path / "data", device="cpu", progress=False)
+    assert paths["modified"].name == "toy_modified_eps0.1.h5"
+    assert paths["noise"].name == "toy_noise_eps0.1_seed0.h5"
+    idx = np.arange(len(toy))
+    x = toy.images(index=idx)
+    for p in paths.values():
+        ds = load_dataset(str(p))
+        xa = ds.images(index=idx)
+        assert float((xa - x).abs().max()) <= 0.1 + 1e-6
+        assert np.array_equal(ds.stored_factors(), toy.factors_of(idx))
+
+
+def test_select_references():
+    sel = select_references({"a": 0.3, "b": 0.05, "c": 0.6})
+    assert sel["entangled"] == "b" and sel["disentangled"] == "c"
+    with pytest.raises(RunError, match="at least 2"):
+        select_references({"a": 0.1})
+
+
+@pytest.mark.parametrize("kw,match", [({"epsilon": 0.0}, "epsilon = 0.0"), ({"epsilon": -1.0}, "epsilon"),
+                                      ({"loss": "l1"}, "loss"), ({"field_width": 0}, "field_width")])
+def test_bad_manipulation_config(kw, match):
+    from vaebias.config import from_dict
+
+    with pytest.raises(ConfigError, match=match):
+        from_dict(ManipulationConfig, kw)

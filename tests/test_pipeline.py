@@ -1,0 +1,139 @@
+"""End to end: `vaebias reproduce` on the toy dataset with a tiny profile, its rerun,
+and the CLI's handling of bad input."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from vaebias.cli import main
+from vaebias.data import load_dataset
+
+TINY = {
+    "name": "tiny", "reduced": True, "reference_restarts": 2, "reference_steps": 12,
+    "manipulation_steps": 8, "train_steps": 10, "seeds": [0, 1], "models": ["ae", "beta_vae"],
+    "eval_points": 300, "batch_size": 8, "field_width": 0.25, "checkpoint_every": 5,
+}
+
+
+@pytest.fixture
+def tiny_profile(tmp_path):
+    p = tmp_path / "tiny.yaml"
+    p.write_text(yaml.safe_dump(TINY))
+    return p
+
+
+def _mtimes(root):
+    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_reproduce_writes_everything_and_resumes(tmp_path, tiny_profile, capsys):
+    out = tmp_path / "res"
+    rc = main(["reproduce", "--dataset", "toy", "--profile", str(tiny_profile), "--out", str(out),
+               "--device", "cpu", "--no-progress"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "REDUCED protocol" in text and "wall time" in text
+    for name in ("table.md", "table.csv", "table.json", "fig4_toy.png", "profile.yaml",
+                 "manipulation/selection.json", "datasets/toy_modified_eps0.1.h5",
+                 "datasets/toy_noise_eps0.1_seed0.h5"):
+        assert (out / name).exists(), name
+    table = json.loads((out / "table.json").read_text())
+    assert table["reduced_protocol"] is True
+    cells = {(s["model"], s["variant"]): s for s in table["summary"]}
+    assert set(cells) == {(m, v) for m in ("ae", "beta_vae") for v in ("original", "modified", "noise")}
+    assert all(s["n"] == 2 for s in cells.values())
+    # mean and std are those of the per-seed metrics.json files
+    migs = [json.loads((out / "runs" / "noise" / f"ae_seed{s}" / "metrics.json").read_text())["mig"]["mig"]
+            for s in (0, 1)]
+    assert cells[("ae", "noise")]["mig_mean"] == pytest.approx(np.mean(migs))
+    assert cells[("ae", "noise")]["mig_std"] == pytest.approx(np.std(migs, ddof=1))
+    md = (out / "table.md").read_text()
+    assert "Reduced protocol" in md and "| β-VAE |" in md and "| AE |" in md
+    # modified data: factors intact, change bounded by epsilon
+    base = load_dataset("toy")
+    idx = np.arange(len(base))
+    mod = load_dataset(str(out / "datasets/toy_modified_eps0.1.h5"))
+    assert np.array_equal(mod.stored_factors(), base.factors_of(idx))
+    assert float((mod.images(index=idx) - base.images(index=idx)).abs().max()) <= 0.1 + 1e-6
+
+    # rerun: nothing is redone
+    before = _mtimes(out / "runs")
+    rc = main(["reproduce", "--dataset", "toy", "--profile", str(tiny_profile), "--out", str(out),
+               "--device", "cpu", "--no-progress"])
+    assert rc == 0
+    after = _mtimes(out / "runs")
+    assert before == after
+
+    # a different profile in the same folder is refused
+    other = dict(TINY, train_steps=11)
+    p2 = tmp_path / "other.yaml"
+    p2.write_text(yaml.safe_dump(other))
+    rc = main(["reproduce", "--dataset", "toy", "--profile", str(p2), "--out", str(out), "--no-progress"])
+    assert rc == 2 and "different profile" in capsys.readouterr().err
+
+
+def test_reproduce_resumes_after_interruption(tmp_path, tiny_profile, monkeypatch):
+    """Kill the pipeline in the middle of the table's runs; the rerun finishes the rest
+    and gives the same numbers as an uninterrupted pipeline."""
+    import vaebias.training as training
+
+    out = tmp_path / "res"
+    real_fit = training.fit
+    count = {"n": 0}
+
+    def flaky_fit(*a, **kw):
+        count["n"] += 1
+        if count["n"] == 6:  # 2 references + manipulation + 2 runs done, then die
+            def die(step, terms):
+                if step == 7:
+                    raise KeyboardInterrupt
+            kw["callback"] = die
+        return real_fit(*a, **kw)
+
+    monkeypatch.setattr(training, "fit", flaky_fit)
+    args = ["reproduce", "--dataset", "toy", "--profile", str(tiny_profile), "--device", "cpu", "--no-progress"]
+    assert main(args + ["--out", str(out)]) == 130
+    monkeypatch.setattr(training, "fit", real_fit)
+    assert main(args + ["--out", str(out)]) == 0
+    assert main(args + ["--out", str(tmp_path / "clean")]) == 0
+    a = json.loads((out / "table.json").read_text())["summary"]
+    b = json.loads((tmp_path / "clean" / "table.json").read_text())["summary"]
+    assert a == b
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["train", "--model", "nope", "--out", "{tmp}/r", "--steps", "2"], "unknown model 'nope'"),
+    (["train", "--model", "ae", "--dataset", "mnist", "--out", "{tmp}/r", "--steps", "2"], "unknown dataset 'mnist'"),
+    (["train", "--model", "ae", "--dataset", "{tmp}/missing.npz", "--out", "{tmp}/r", "--steps", "2"], "no such file"),
+    (["train", "--model", "beta_vae", "--param", "beta=-2", "--dataset", "toy", "--out", "{tmp}/r", "--steps", "2"], "beta = -2"),
+    (["train", "--model", "ae", "--dataset", "toy", "--out", "{tmp}/blocker/r", "--steps", "2"], "not writable"),
+    (["reproduce", "--profile", "nope", "--out", "{tmp}/r"], "unknown profile 'nope'"),
+    (["evaluate", "{tmp}"], "not a finished training run"),
+    (["report", "{tmp}"], "not a results folder"),
+])
+def test_cli_bad_input_one_message_nonzero_exit(tmp_path, capsys, argv, match):
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert match in err and err.startswith("vaebias: error:") and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--model", "ae", "--out", "x", "--steps", "0"],
+    ["train", "--model", "ae", "--out", "x", "--steps", "-3"],
+    ["manipulate", "--entangled", "a", "--disentangled", "b", "--out", "x", "--epsilon", "0"],
+    ["manipulate", "--entangled", "a", "--disentangled", "b", "--out", "x", "--epsilon", "-0.1"],
+])
+def test_cli_rejects_nonpositive_numbers(tmp_path, capsys, argv):
+    os.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "must be > 0" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

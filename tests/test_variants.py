@@ -1,0 +1,160 @@
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from vaebias.data import DataError, ExportedDataset, Modified, Noisy, export_dataset, load_dataset
+from vaebias.data.toy import ToySquares
+from vaebias.data.variants import quantize_within
+
+
+def _field(factors):
+    """A fixed map in [-1, 1] depending on the factors (stands in for m_psi)."""
+    f = factors.float()
+    g = torch.linspace(-1, 1, 64)
+    img = torch.sin(3 * g[None, :, None] * (1 + f[:, 0, None, None])) * torch.cos(2 * g[None, None, :] + f[:, 1, None, None])
+    return img.unsqueeze(1)
+
+
+def test_base_grid_round_trip(toy):
+    idx = np.arange(len(toy))
+    f = toy.factors_of(idx)
+    assert f.shape == (64, 2) and f[1].tolist() == [0, 1] and f[8].tolist() == [1, 0]
+    assert np.array_equal(toy.index_of(f), idx)
+    with pytest.raises(DataError, match="index 64 out of range"):
+        toy.factors_of([64])
+    with pytest.raises(DataError, match="factor 1 has class index 8"):
+        toy.images(np.array([[0, 8]]))
+    with pytest.raises(DataError, match=r"shape \(n, 2\)"):
+        toy.images(np.zeros((3, 3), int))
+
+
+def test_quantize_within_bound():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=10_000) / 255.0
+    x_new = x + rng.uniform(-0.3, 0.3, size=x.shape)
+    for eps in (0.1, 0.175, 2 / 255):
+        q = quantize_within(x_new, x, eps) / 255.0
+        assert np.all(np.abs(q - x) <= eps + 1e-12)
+        assert q.min() >= 0 and q.max() <= 1
+        # the nearest step to x_new where the bound is not binding; within one step otherwise
+        target = np.clip(np.clip(x_new, x - eps, x + eps), 0, 1)
+        assert np.all(np.abs(q - target) <= 1 / 255 + 1e-9)
+        free = (np.abs(x_new - x) <= eps - 1 / 255) & (x_new >= 0) & (x_new <= 1)
+        assert free.sum() > 1000 or eps < 0.05
+        assert np.all(np.abs(q - x_new)[free] <= 0.5 / 255 + 1e-9)
+
+
+def test_modified_and_noisy_bounds(toy):
+    mod = Modified(toy, _field, 0.1)
+    noisy = Noisy(toy, 0.1, seed=3)
+    f = toy.sample_factors(32, np.random.default_rng(0))
+    x = toy.images(f)
+    for d in (mod, noisy):
+        xa = d.images(f)
+        assert xa.shape == x.shape and xa.dtype == torch.float32
+        assert float((xa - x).abs().max()) <= 0.1 + 1e-6
+        assert float(xa.min()) >= 0 and float(xa.max()) <= 1
+        assert float((xa - x).abs().max()) > 0.05  # it really changes the images
+
+
+def test_noise_fixed_per_image_regardless_of_batch(toy):
+    noisy = Noisy(toy, 0.1, seed=3)
+    f = toy.factors_of(np.arange(20))
+    all_at_once = noisy.images(f)
+    one_by_one = torch.cat([noisy.images(f[i:i + 1]) for i in range(20)])
+    reversed_ = noisy.images(f[::-1].copy()).flip(0)
+    assert torch.equal(all_at_once, one_by_one) and torch.equal(all_at_once, reversed_)
+    assert not torch.equal(all_at_once, Noisy(toy, 0.1, seed=4).images(f))
+    u = noisy.noise(np.arange(200))
+    assert abs(float(u.mean())) < 0.002 and abs(float(u.std()) - 0.1 / np.sqrt(3)) < 0.002
+
+
+def test_export_and_load_round_trip(tmp_path, toy):
+    mod = Modified(toy, _field, 0.1, name="toy_modified")
+    path = export_dataset(mod, tmp_path / "toy_modified.h5", kind="modified", base=toy, epsilon=0.1,
+                          chunk=10, progress=False)
+    ds = load_dataset(str(path))
+    assert isinstance(ds, ExportedDataset)
+    assert ds.factor_sizes == toy.factor_sizes and ds.factor_names == toy.factor_names
+    assert ds.kind == "modified" and ds.epsilon == pytest.approx(0.1)
+    # factors unchanged and in the original order
+    assert np.array_equal(ds.stored_factors(), toy.factors_of(np.arange(len(toy))))
+    idx = np.arange(len(toy))
+    x = toy.images(index=idx)
+    xa = ds.images(index=idx)
+    assert float((xa - x).abs().max()) <= 0.1 + 1e-6
+    # equal to the on-demand variant up to the 1/255 quantisation
+    assert float((xa - mod.images(index=idx)).abs().max()) <= 0.5 / 255 + 1e-6
+    # duplicated and unsorted indices
+    sel = np.array([5, 3, 5, 0])
+    assert torch.equal(ds.images(index=sel), xa[sel])
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_noise_dataset_identical_when_loaded_twice(tmp_path, toy):
+    noisy = Noisy(toy, 0.1, seed=0)
+    p = export_dataset(noisy, tmp_path / "toy_noise.h5", kind="noise", base=toy, epsilon=0.1, progress=False)
+    a = load_dataset(str(p)).images(index=np.arange(len(toy)))
+    b = load_dataset(str(p)).images(index=np.arange(len(toy)))
+    assert torch.equal(a, b)
+    p2 = export_dataset(Noisy(toy, 0.1, seed=0), tmp_path / "again.h5", kind="noise", base=toy,
+                        epsilon=0.1, progress=False)
+    assert torch.equal(a, load_dataset(str(p2)).images(index=np.arange(len(toy))))
+
+
+def test_interrupted_export_resumes(tmp_path, toy):
+    calls = {"n": 0}
+
+    class Flaky(Noisy):
+        def _images_at(self, factors, device):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+            return super()._images_at(factors, device)
+
+    target = tmp_path / "toy_noise.h5"
+    with pytest.raises(KeyboardInterrupt):
+        export_dataset(Flaky(toy, 0.1), target, kind="noise", base=toy, epsilon=0.1, chunk=16, progress=False)
+    assert not target.exists()
+    with h5py.File(str(target) + ".partial") as f:
+        assert f.attrs["rows_done"] == 32
+    export_dataset(Flaky(toy, 0.1), target, kind="noise", base=toy, epsilon=0.1, chunk=16, progress=False)
+    assert calls["n"] == 3 + 2  # only the two missing chunks were computed
+    full = export_dataset(Noisy(toy, 0.1), tmp_path / "ref.h5", kind="noise", base=toy, epsilon=0.1,
+                          progress=False)
+    idx = np.arange(len(toy))
+    assert torch.equal(load_dataset(str(target)).images(index=idx), load_dataset(str(full)).images(index=idx))
+
+
+def test_exported_file_errors(tmp_path, toy):
+    with pytest.raises(DataError, match="no such file"):
+        load_dataset(str(tmp_path / "missing.h5"))
+    bad = tmp_path / "garbage.h5"
+    bad.write_bytes(b"not a dataset at all")
+    with pytest.raises(DataError, match="garbage.h5"):
+        load_dataset(str(bad))
+    p = export_dataset(Noisy(toy, 0.1), tmp_path / "n.h5", kind="noise", base=toy, epsilon=0.1, progress=False)
+    with h5py.File(p, "r+") as f:
+        f["factors"][0] = [1, 1]
+    with pytest.raises(DataError, match="not the full grid"):
+        load_dataset(str(p))
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(DataError, match="neither a vaebias dataset"):
+        load_dataset(str(other))
+
+
+def test_epsilon_must_be_positive(toy):
+    for eps in (0, -0.1):
+        with pytest.raises(DataError, match="epsilon"):
+            Noisy(toy, eps)
+
+
+def test_toy_squares_geometry():
+    ds = ToySquares(num_positions=4, side=10)
+    img = ds.images(np.array([[0, 3]]))[0, 0]
+    assert float(img.sum()) == 100
+    rows, cols = torch.nonzero(img, as_tuple=True)
+    assert int(cols.min()) == 0 and int(rows.max()) == 63
