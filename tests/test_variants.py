@@ -89,6 +89,10 @@ def test_export_and_load_round_trip(tmp_path, toy):
     # duplicated and unsorted indices
     sel = np.array([5, 3, 5, 0])
     assert torch.equal(ds.images(index=sel), xa[sel])
+    on_disk = ExportedDataset(path, in_memory=False)
+    assert on_disk._images is None and ds._images is not None
+    assert torch.equal(on_disk.images(index=sel), xa[sel])
+    assert torch.equal(on_disk.images(index=idx), xa)
     assert not list(tmp_path.glob("*.partial"))
 
 
