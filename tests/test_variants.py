@@ -111,11 +111,11 @@ def test_interrupted_export_resumes(tmp_path, toy):
     calls = {"n": 0}
 
     class Flaky(Noisy):
-        def _images_at(self, factors, device):
+        def with_base(self, factors, device):
             calls["n"] += 1
             if calls["n"] == 3:
                 raise KeyboardInterrupt
-            return super()._images_at(factors, device)
+            return super().with_base(factors, device)
 
     target = tmp_path / "toy_noise.h5"
     with pytest.raises(KeyboardInterrupt):

@@ -60,6 +60,13 @@ class _Derived(GroundTruthData):
         out = x + delta
         return out.clamp_(0.0, 1.0) if self.clip else out
 
+    def with_base(self, factors: np.ndarray, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x', x) for validated factors: the altered and the original images."""
+        raise NotImplementedError
+
+    def _images_at(self, factors, device):
+        return self.with_base(factors, device)[0]
+
 
 class Modified(_Derived):
     """x' = x + ε·m(w), optionally clipped to [0, 1] (paper Sec. 4.5, Eq. 12).
@@ -84,9 +91,9 @@ class Modified(_Derived):
             m = self.field(torch.as_tensor(factors, device=device))
         return self.epsilon * m.clamp(-1.0, 1.0).float()
 
-    def _images_at(self, factors, device):
+    def with_base(self, factors, device):
         x = self.base.images(factors, device=device)
-        return self._finish(x, self.perturbation(factors, device))
+        return self._finish(x, self.perturbation(factors, device)), x
 
 
 class Noisy(_Derived):
@@ -115,10 +122,10 @@ class Noisy(_Derived):
         out = (2.0 * out - 1.0) * np.float32(self.epsilon)
         return out.reshape((len(index),) + tuple(self.observation_shape))
 
-    def _images_at(self, factors, device):
+    def with_base(self, factors, device):
         x = self.base.images(factors, device=device)
         u = torch.from_numpy(self.noise(self.base.index_of(factors))).to(device)
-        return self._finish(x, u)
+        return self._finish(x, u), x
 
 
 def quantize_within(x_new: np.ndarray, x: np.ndarray, epsilon: float) -> np.ndarray:
@@ -212,9 +219,12 @@ def export_dataset(
         for start in range(done, n, chunk):
             idx = np.arange(start, min(n, start + chunk))
             factors = data.factors_of(idx)
-            x_new = data.images(factors, device=device).cpu().numpy()
+            if isinstance(data, _Derived) and base is data.base:
+                x_new, x = (t.cpu().numpy() for t in data.with_base(factors, device))
+            else:
+                x_new = data.images(factors, device=device).cpu().numpy()
+                x = base.images(factors, device=device).cpu().numpy() if base is not None else None
             if base is not None and epsilon is not None:
-                x = base.images(factors, device=device).cpu().numpy()
                 q = quantize_within(x_new, x, epsilon)
                 max_change = max(max_change, float(np.abs(q / np.float32(255.0) - x).max()))
             else:
