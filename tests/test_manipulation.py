@@ -65,7 +65,13 @@ def test_training_step_gradients_have_the_papers_roles(toy):
     assert all(p.grad is None for p in manip.dis.encoder.parameters())
 
 
-def test_manipulation_run_encoders_frozen_and_objective_falls(tmp_path, toy):
+def test_manipulation_run_encoders_frozen_and_objective_falls(tmp_path):
+    from vaebias.data.toy import ToySquares
+
+    class CatToy(ToySquares):  # posX declared categorical: m_psi gets its one-hot code
+        categorical_factors = (0,)
+
+    toy = CatToy(num_positions=8)
     runs = {}
     for s in (1, 2):
         cfg = {"model": "beta_vae", "dataset": {"name": "toy", "num_positions": 8},

@@ -156,6 +156,7 @@ class GroundTruthData(ABC):
             "factor_names": list(self.factor_names),
             "factor_sizes": list(self.factor_sizes),
             "observation_shape": list(self.observation_shape),
+            "categorical_factors": list(self.categorical_factors),
             "len": len(self),
         }
 
