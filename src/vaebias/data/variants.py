@@ -17,9 +17,9 @@ vaebias dataset format (HDF5, version 1)::
              observation_shape, categorical_factors, provenance (JSON),
              max_abs_change (largest |x' − x| written)
 
-Quantisation: x' is rounded to the nearest 1/255 step that stays within ε of x, so
-|x' − x| ≤ ε holds in the file for every pixel whenever the base image x lies on the
-1/255 grid (binary dSprites, uint8 Shapes3D) and ε ≥ 1/255.
+Quantisation (:func:`quantize_within`): x' is rounded to the nearest 1/255 step that
+stays within ε of x, so |x' − x| ≤ ε holds in the file for every pixel whenever the
+base image x lies on the 1/255 grid (binary dSprites, uint8 Shapes3D) and ε ≥ 1/255.
 """
 
 from __future__ import annotations
@@ -129,20 +129,28 @@ class Noisy(_Derived):
 
 
 def quantize_within(x_new: np.ndarray, x: np.ndarray, epsilon: float) -> np.ndarray:
-    """uint8 q with q/255 the nearest 1/255 step to ``x_new`` such that |q/255 − x| ≤ ε
-    (for ``x`` on the 1/255 grid) and q/255 in [0, 1].
+    """uint8 q: ``x_new`` rounded to the nearest 1/255 step, then limited to the steps
+    within ε of ``x`` and to [0, 1].
+
+    With ``x`` on the 1/255 grid (binary dSprites, uint8 Shapes3D) |q/255 − x| ≤ ε holds
+    exactly: the limit is ``floor(ε·255)`` whole steps around ``round(x·255)``. For an
+    ``x`` off the grid the bound holds up to half a step (0.5/255).
 
     Args:
-        x_new, x: float arrays of the same shape; ``x`` the original image.
+        x_new, x: float arrays of the same shape; ``x`` the original image in [0, 1].
         epsilon: bound, ≥ 1/255.
+
+    Raises:
+        DataError: ``epsilon`` < 1/255 (no step would be allowed).
     """
     if epsilon < 1.0 / 255:
         raise DataError(f"epsilon = {epsilon!r}: uint8 export needs epsilon >= 1/255")
-    x64 = x.astype(np.float64)
-    q = np.rint(x_new.astype(np.float64) * 255.0)
-    lo = np.ceil(np.round((x64 - epsilon) * 255.0, 6))
-    hi = np.floor(np.round((x64 + epsilon) * 255.0, 6))
-    return np.clip(np.clip(q, lo, hi), 0, 255).astype(np.uint8)
+    k = np.float32(np.floor(epsilon * 255.0 + 1e-9))
+    centre = np.rint(np.asarray(x, dtype=np.float32) * np.float32(255.0))
+    q = np.rint(np.asarray(x_new, dtype=np.float32) * np.float32(255.0))
+    np.clip(q, centre - k, centre + k, out=q)
+    np.clip(q, 0, 255, out=q)
+    return q.astype(np.uint8)
 
 
 def _provenance_json(provenance: dict | None) -> str:
