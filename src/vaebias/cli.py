@@ -132,7 +132,7 @@ def _run(args) -> int:
 
         data = load_dataset(args.dataset) if args.dataset else None
         res = evaluate_run(args.run_dir, args.metrics, data=data, num_points=args.num_points,
-                           seed=args.seed, device=args.device, overwrite=data is not None)
+                           seed=args.seed, device=args.device)
         for name in args.metrics:
             if name in res:
                 val = res[name].get(name, res[name])

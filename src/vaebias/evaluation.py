@@ -31,7 +31,9 @@ def representation(model):
 def evaluate_run(run_dir: str | os.PathLike, metrics=("mig", "active_units"), *, data=None,
                  num_points: int = 10_000, seed: int = 0, batch_size: int = 1000,
                  device: str = "auto", overwrite: bool = False) -> dict:
-    """Score the trained model in ``run_dir`` and write ``run_dir/metrics.json``.
+    """Score the trained model in ``run_dir`` and write ``run_dir/metrics.json``
+    (``metrics_on_<dataset name>.json`` when ``data`` is another dataset than the
+    training one, so the run's own scores are never overwritten).
 
     Args:
         run_dir: a finished training run (config.yaml + final checkpoint.pt).
@@ -50,13 +52,14 @@ def evaluate_run(run_dir: str | os.PathLike, metrics=("mig", "active_units"), *,
     from vaebias.errors import RunError
 
     run_dir = Path(run_dir)
-    out = run_dir / "metrics.json"
     if not is_finished(run_dir):
         raise RunError(f"{str(run_dir)!r} is not a finished training run; train it first")
     dev = resolve_device(device)
     model, record = load_run(run_dir, dev)
     names = [m for m in metrics if m != "active_units" or getattr(model, "stochastic", False)]
     wanted = {"metrics": names, "num_points": num_points, "seed": seed}
+    own = data is None or data.describe() == record.get("dataset_info")
+    out = run_dir / ("metrics.json" if own else f"metrics_on_{data.name}.json")
     if out.exists() and not overwrite:
         old = read_json(out)
         if {k: old.get("settings", {}).get(k) for k in wanted} == wanted:
