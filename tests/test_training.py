@@ -123,3 +123,16 @@ def test_unwritable_output_folder(tmp_path, toy):
     blocker.write_text("x")
     with pytest.raises(RunError, match="not writable"):
         train(_cfg(), blocker / "run", data=toy, progress=False)
+
+
+def test_variants_use_the_base_datasets_model_defaults(tmp_path):
+    """A β-VAE trained on modified or noise dSprites uses dSprites' β (8), not the class default."""
+    from vaebias.data.toy import ToySquares
+
+    for name in ("dsprites", "dsprites_modified", "dsprites_noise"):
+        data = ToySquares(num_positions=8)
+        data.name = name
+        cfg = {"model": "beta_vae", "dataset": {"name": "toy"}, "train": tiny_train(steps=1)}
+        train(cfg, tmp_path / name, data=data, progress=False)
+        _, record = load_run(tmp_path / name)
+        assert record["model_params"]["beta"] == 8.0, name

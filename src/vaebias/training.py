@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vaebias.config import TrainConfig, check, from_dict, to_dict
+from vaebias.data.samplers import UniformSampler
 from vaebias.errors import ConfigError, RunError
 from vaebias.io import atomic_path, ensure_writable_dir, read_yaml, versions, write_json, write_yaml
 
@@ -134,9 +135,10 @@ def fit(
     Args:
         model: a :class:`vaebias.models.base.Model` (or any module with
             ``configure_optimizers`` and ``training_step``). It is moved to the device.
-        data: a :class:`~vaebias.data.base.GroundTruthData`; each step draws
-            ``batch_size`` factor rows uniformly from the run's own generator
-            ``np.random.default_rng(seed)`` and renders/loads their images on the device.
+        data: a :class:`~vaebias.data.base.GroundTruthData`; each step draws a batch
+            from ``model.batch_sampler(data)`` (default: ``batch_size`` factor rows
+            uniform over the grid, images rendered/loaded on the device) with the run's
+            own generator ``np.random.default_rng(seed)``.
         run_dir: the run directory (created).
         train_config: steps, batch size, optimiser, seed, device, checkpoint cadence.
         record: the full configuration written to ``config.yaml``. Resuming in a
@@ -207,6 +209,7 @@ def fit(
     if step >= cfg.steps:
         return {"step": step, "resumed_from": resumed_from, "last": rows[-1] if rows else {}}
 
+    sampler = model.batch_sampler(data) if hasattr(model, "batch_sampler") else UniformSampler(data)
     model.train()
     acc: dict[str, float] = {}
     n_acc = 0
@@ -218,9 +221,7 @@ def fit(
     )
     try:
         while step < cfg.steps:
-            factors = data.sample_factors(cfg.batch_size, rng)
-            images = data.images(factors, device=device)
-            batch = {"images": images, "factors": torch.as_tensor(factors, device=device)}
+            batch = sampler.sample(cfg.batch_size, rng, device)
             terms = model.training_step(batch, optimizers)
             step += 1
             for k, v in terms.items():
@@ -250,6 +251,16 @@ def fit(
     return {"step": step, "resumed_from": resumed_from, "last": rows[-1] if rows else {}}
 
 
+def _defaults_key(data) -> str:
+    """Which per-dataset model defaults apply: the base dataset's name for variants
+    (a modified dSprites uses dSprites' hyperparameters)."""
+    name = data.name
+    for suffix in ("_modified", "_noise"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def train(config: RunConfig | dict, run_dir: str | os.PathLike, data=None, *, progress: bool = True,
           callback=None):
     """Train one registered model as described by ``config`` into ``run_dir``.
@@ -275,7 +286,7 @@ def train(config: RunConfig | dict, run_dir: str | os.PathLike, data=None, *, pr
         data = load_dataset(**config.dataset)
     torch.manual_seed(config.train.seed)  # seeded initialisation
     model = build_model(config.model, data.observation_shape, data.num_factors,
-                        config.model_params, dataset=data.name)
+                        config.model_params, dataset=_defaults_key(data), dataset_size=len(data))
     record = to_dict(config)
     record["model_params"] = dataclasses.asdict(model.config)
     record["dataset_info"] = data.describe()

@@ -43,22 +43,46 @@ def get_model_class(name: str):
         raise ConfigError(f"unknown model {name!r}; available models: {', '.join(available())}") from None
 
 
-def model_config(name: str, params: Mapping[str, Any] | None = None, dataset: str | None = None):
+def model_config(name: str, params: Mapping[str, Any] | None = None, dataset: str | None = None,
+                 dataset_size: int | None = None):
     """The validated Config of model ``name``: class defaults, then the per-dataset
-    defaults for ``dataset``, then ``params`` (unknown keys are an error)."""
+    defaults for ``dataset``, then ``params`` (unknown keys are an error). A Config field
+    ``dataset_size`` left unset is filled with ``dataset_size`` (the true N, e.g. for
+    β-TC-VAE's minibatch-weighted sampling)."""
+    import dataclasses
+
     cls = get_model_class(name)
     values = dict(cls.DEFAULTS.get(dataset or "", {}))
     values.update(params or {})
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    if "dataset_size" in fields and values.get("dataset_size") is None and dataset_size is not None:
+        values["dataset_size"] = int(dataset_size)
     return from_dict(cls.Config, values, prefix=f"{name}.")
 
 
-def build_model(name: str, observation_shape, num_factors: int, params=None, dataset: str | None = None):
+def build_model(name: str, observation_shape, num_factors: int, params=None, dataset: str | None = None,
+                dataset_size: int | None = None):
     """Instantiate model ``name`` for images of ``observation_shape`` (C, H, W) with a
-    latent size of ``num_factors`` (as in the paper)."""
+    latent size of ``num_factors`` (as in the paper).
+
+    Args:
+        params: hyperparameter overrides (the model's Config fields).
+        dataset: dataset name selecting the model's per-dataset defaults.
+        dataset_size: number of images of the training dataset (filled into a
+            ``dataset_size`` Config field when the model has one).
+    """
     cls = get_model_class(name)
-    return cls(observation_shape, num_factors, model_config(name, params, dataset))
+    return cls(observation_shape, num_factors, model_config(name, params, dataset, dataset_size))
 
 
-# Import the model files so that they register themselves.
-from vaebias.models import ae as _ae  # noqa: E402,F401
-from vaebias.models import beta_vae as _beta_vae  # noqa: E402,F401
+def _import_model_files() -> None:
+    """Import every module of this package so that its models register themselves."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        if info.name not in ("base", "networks"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_model_files()

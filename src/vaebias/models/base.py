@@ -95,6 +95,13 @@ class Model(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} has no posterior variance")
 
     # -- optimisation -------------------------------------------------------
+    def batch_sampler(self, data):
+        """What one training step sees (see :mod:`vaebias.data.samplers`); default:
+        single images with factors uniform over the grid."""
+        from vaebias.data.samplers import UniformSampler
+
+        return UniformSampler(data)
+
     def loss(self, batch: dict) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
