@@ -136,3 +136,14 @@ def test_variants_use_the_base_datasets_model_defaults(tmp_path):
         train(cfg, tmp_path / name, data=data, progress=False)
         _, record = load_run(tmp_path / name)
         assert record["model_params"]["beta"] == 8.0, name
+
+
+def test_atomic_files_have_normal_permissions(tmp_path):
+    import os
+
+    from vaebias.io import write_json
+
+    write_json(tmp_path / "x.json", {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask

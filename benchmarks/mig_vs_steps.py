@@ -1,0 +1,115 @@
+"""MIG against training steps, to size the `standard` profile (issue: all model families).
+
+Trains each model/seed once up to the largest milestone and scores MIG (10,000 points,
+encoder mean, seed 0, the disentanglement_lib protocol) at every milestone. Each
+(model, seed) is a resumable run directory under --out; scores go to
+``curve.csv`` (one row per model, seed, step), ``curve.md`` (mean ± std per step) and
+``curve.png``.
+
+    .venv/bin/python benchmarks/mig_vs_steps.py --models ae beta_vae --seeds 0 1 \
+        --milestones 500 1000 3000 6000 10000 --out results/curve
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaebias.config import TrainConfig
+from vaebias.data import load_dataset
+from vaebias.metrics import mig
+from vaebias.models import build_model
+from vaebias.training import fit
+
+
+def score(model, data, points: int) -> float:
+    f = data.sample_factors(points, np.random.default_rng(0))
+    codes = []
+    with torch.no_grad():
+        for s in range(0, points, 1000):
+            codes.append(model.encode(data.images(f[s:s + 1000])).cpu().numpy())
+    return float(mig(np.concatenate(codes), f)["mig"])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="dsprites")
+    p.add_argument("--models", nargs="+", default=["ae", "beta_vae"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--milestones", nargs="+", type=int, default=[500, 1000, 3000, 6000, 10000])
+    p.add_argument("--eval-points", type=int, default=10_000)
+    p.add_argument("--out", default="results/curve")
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_dataset(args.dataset)
+    milestones = sorted(set(args.milestones))
+    rows = []
+    for model_name in args.models:
+        for seed in args.seeds:
+            run = out / f"{model_name}_seed{seed}"
+            scores_path = run / "curve_scores.json"
+            scores = json.loads(scores_path.read_text()) if scores_path.exists() else {}
+            torch.manual_seed(seed)
+            model = build_model(model_name, data.observation_shape, data.num_factors,
+                                dataset=data.name, dataset_size=len(data))
+            t0 = time.perf_counter()
+
+            def at_step(step, terms, model=model, scores=scores, run=run):
+                if step in milestones and str(step) not in scores:
+                    scores[str(step)] = {"mig": score(model, data, args.eval_points),
+                                         "train_s": time.perf_counter() - t0}
+                    run.mkdir(parents=True, exist_ok=True)
+                    (run / "curve_scores.json").write_text(json.dumps(scores, indent=1))
+                    print(f"{model_name} seed {seed} step {step}: MIG {scores[str(step)]['mig']:.3f}",
+                          flush=True)
+
+            cfg = TrainConfig(steps=milestones[-1], seed=seed, device="cpu",
+                              checkpoint_every=min(milestones), log_every=100)
+            record = {"benchmark": "mig_vs_steps", "model": model_name, "seed": seed,
+                      "dataset": args.dataset, "milestones": milestones}
+            fit(model, data, run, cfg, record, progress=False, callback=at_step)
+            for step in milestones:
+                if str(step) in scores:
+                    rows.append({"model": model_name, "seed": seed, "step": step,
+                                 "mig": scores[str(step)]["mig"]})
+    with open(out / "curve.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["model", "seed", "step", "mig"])
+        w.writeheader()
+        w.writerows(rows)
+    lines = ["| steps | " + " | ".join(args.models) + " |", "|---|" + "---|" * len(args.models)]
+    for step in milestones:
+        cells = []
+        for m in args.models:
+            v = np.array([r["mig"] for r in rows if r["model"] == m and r["step"] == step])
+            cells.append(f"{v.mean():.3f} ± {v.std(ddof=1) if v.size > 1 else 0:.3f} ({v.size})" if v.size else "–")
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    (out / "curve.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for m in args.models:
+        mean = [np.mean([r["mig"] for r in rows if r["model"] == m and r["step"] == s]) for s in milestones]
+        std = [np.std([r["mig"] for r in rows if r["model"] == m and r["step"] == s]) for s in milestones]
+        ax.errorbar(milestones, mean, yerr=std, marker="o", capsize=3, label=m)
+    ax.set_xscale("log")
+    ax.set_xlabel("training steps (batch 64)")
+    ax.set_ylabel(f"MIG ({args.dataset}, {args.eval_points} points)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "curve.png", dpi=100)
+
+
+if __name__ == "__main__":
+    main()
