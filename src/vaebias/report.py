@@ -28,6 +28,9 @@ MODEL_LABELS = {
     "slow_vae": "Slow-VAE",
     "pcl": "PCL",
     "weak_gan": "Weak. sup. GAN",
+    "dip_vae_i": "DIP-VAE-I",
+    "dip_vae_ii": "DIP-VAE-II",
+    "annealed_vae": "AnnealedVAE",
 }
 VARIANT_LABELS = {"original": "orig.", "modified": "mod.", "noise": "noise"}
 

@@ -288,7 +288,7 @@ def train(config: RunConfig | dict, run_dir: str | os.PathLike, data=None, *, pr
     model = build_model(config.model, data.observation_shape, data.num_factors,
                         config.model_params, dataset=_defaults_key(data), dataset_size=len(data))
     record = to_dict(config)
-    record["model_params"] = dataclasses.asdict(model.config)
+    record["model_params"] = to_dict(model.config)
     record["dataset_info"] = data.describe()
     fit(model, data, run_dir, config.train, record, progress=progress,
         description=f"{config.model} seed {config.train.seed}", callback=callback)

@@ -35,8 +35,7 @@ import torch
 
 from vaebias.config import check
 from vaebias.models import register
-from vaebias.models.base import Model, bernoulli_reconstruction, gaussian_kl, reparameterize
-from vaebias.models.networks import ConvDecoder, ConvEncoder
+from vaebias.models.base import GaussianVAE, bernoulli_reconstruction, gaussian_kl, reparameterize
 
 __all__ = ["AnnealedVAE", "capacity"]
 
@@ -47,10 +46,8 @@ def capacity(step: int | torch.Tensor, c_max: float, iteration_threshold: int) -
 
 
 @register("annealed_vae")
-class AnnealedVAE(Model):
+class AnnealedVAE(GaussianVAE):
     """AnnealedVAE with latent size = number of ground-truth factors."""
-
-    stochastic = True
 
     @dataclasses.dataclass
     class Config:
@@ -69,24 +66,8 @@ class AnnealedVAE(Model):
 
     def __init__(self, observation_shape, num_factors, config=None):
         super().__init__(observation_shape, num_factors, config)
-        c = self.observation_shape[0]
-        self.encoder = ConvEncoder(c, num_factors, num_heads=2)
-        self.decoder = ConvDecoder(num_factors, c)
         #: training steps done so far (checkpointed with the weights)
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Posterior mean float32 (n, d) of images float32 (n, C, 64, 64)."""
-        return self.encoder(x)[0]
-
-    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, variance) of q(z|x), each float32 (n, d)."""
-        mean, logvar = self.encoder(x)
-        return mean, logvar.exp()
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Bernoulli logits float32 (n, C, 64, 64) of codes (n, d)."""
-        return self.decoder(z)
 
     def capacity(self) -> float:
         """C at the current step (nats)."""

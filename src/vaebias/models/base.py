@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Model", "bernoulli_reconstruction", "gaussian_kl", "reparameterize"]
+from vaebias.models.networks import ConvDecoder, ConvEncoder
+
+__all__ = ["Model", "GaussianVAE", "bernoulli_reconstruction", "gaussian_kl", "reparameterize"]
 
 
 def bernoulli_reconstruction(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -128,3 +130,31 @@ class Model(nn.Module):
         values = dict(cls.DEFAULTS.get(dataset or "", {}))
         return cls.Config(**values)
 
+
+
+class GaussianVAE(Model):
+    """The shared body of the VAE family: the standard conv encoder with (mean,
+    log-variance) heads of a diagonal Gaussian q(z|x), and the standard conv decoder
+    giving Bernoulli logits; latent size = number of ground-truth factors. Subclasses
+    write only their objective (``loss``)."""
+
+    stochastic = True
+
+    def __init__(self, observation_shape, num_factors, config=None):
+        super().__init__(observation_shape, num_factors, config)
+        c = self.observation_shape[0]
+        self.encoder = ConvEncoder(c, num_factors, num_heads=2)
+        self.decoder = ConvDecoder(num_factors, c)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Posterior mean float32 (n, d) of images float32 (n, C, 64, 64)."""
+        return self.encoder(x)[0]
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, variance) of q(z|x), each float32 (n, d)."""
+        mean, logvar = self.encoder(x)
+        return mean, logvar.exp()
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Bernoulli logits float32 (n, C, 64, 64) of codes (n, d)."""
+        return self.decoder(z)

@@ -44,8 +44,7 @@ import torch
 from vaebias.config import check
 from vaebias.errors import ConfigError
 from vaebias.models import register
-from vaebias.models.base import Model, bernoulli_reconstruction, gaussian_kl, reparameterize
-from vaebias.models.networks import ConvDecoder, ConvEncoder
+from vaebias.models.base import GaussianVAE, bernoulli_reconstruction, gaussian_kl, reparameterize
 
 __all__ = ["BetaTCVAE", "gaussian_log_density", "mws_log_densities", "total_correlation"]
 
@@ -86,10 +85,8 @@ def total_correlation(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
 
 
 @register("beta_tc_vae")
-class BetaTCVAE(Model):
+class BetaTCVAE(GaussianVAE):
     """β-TC-VAE with latent size = number of ground-truth factors."""
-
-    stochastic = True
 
     @dataclasses.dataclass
     class Config:
@@ -114,22 +111,6 @@ class BetaTCVAE(Model):
                 "beta_tc_vae.dataset_size = None: expected the number of training images "
                 "(build_model fills it from the data; pass dataset_size=len(data))"
             )
-        c = self.observation_shape[0]
-        self.encoder = ConvEncoder(c, num_factors, num_heads=2)
-        self.decoder = ConvDecoder(num_factors, c)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Posterior mean float32 (n, d) of images float32 (n, C, 64, 64)."""
-        return self.encoder(x)[0]
-
-    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, variance) of q(z|x), each float32 (n, d)."""
-        mean, logvar = self.encoder(x)
-        return mean, logvar.exp()
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Bernoulli logits float32 (n, C, 64, 64) of codes (n, d)."""
-        return self.decoder(z)
 
     def loss(self, batch: dict) -> dict[str, torch.Tensor]:
         x = batch["images"]

@@ -20,15 +20,12 @@ import torch
 
 from vaebias.config import check
 from vaebias.models import register
-from vaebias.models.base import Model, bernoulli_reconstruction, gaussian_kl, reparameterize
-from vaebias.models.networks import ConvDecoder, ConvEncoder
+from vaebias.models.base import GaussianVAE, bernoulli_reconstruction, gaussian_kl, reparameterize
 
 
 @register("beta_vae")
-class BetaVAE(Model):
+class BetaVAE(GaussianVAE):
     """β-VAE with latent size = number of ground-truth factors."""
-
-    stochastic = True
 
     @dataclasses.dataclass
     class Config:
@@ -40,25 +37,6 @@ class BetaVAE(Model):
             check(self.beta > 0, "beta", self.beta, "a number > 0")
 
     DEFAULTS = {"dsprites": {"beta": 8.0}, "shapes3d": {"beta": 32.0}}
-
-    def __init__(self, observation_shape, num_factors, config=None):
-        super().__init__(observation_shape, num_factors, config)
-        c = self.observation_shape[0]
-        self.encoder = ConvEncoder(c, num_factors, num_heads=2)
-        self.decoder = ConvDecoder(num_factors, c)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Posterior mean float32 (n, d) of images float32 (n, C, 64, 64)."""
-        return self.encoder(x)[0]
-
-    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, variance) of q(z|x), each float32 (n, d)."""
-        mean, logvar = self.encoder(x)
-        return mean, logvar.exp()
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Bernoulli logits float32 (n, C, 64, 64) of codes (n, d)."""
-        return self.decoder(z)
 
     def loss(self, batch: dict) -> dict[str, torch.Tensor]:
         x = batch["images"]

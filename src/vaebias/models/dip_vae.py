@@ -35,8 +35,7 @@ import torch
 
 from vaebias.config import check
 from vaebias.models import register
-from vaebias.models.base import Model, bernoulli_reconstruction, gaussian_kl, reparameterize
-from vaebias.models.networks import ConvDecoder, ConvEncoder
+from vaebias.models.base import GaussianVAE, bernoulli_reconstruction, gaussian_kl, reparameterize
 
 __all__ = ["DIPVAEI", "DIPVAEII", "covariance", "dip_covariance", "dip_regularizer"]
 
@@ -64,30 +63,11 @@ def dip_regularizer(cov: torch.Tensor, lambda_od: float, lambda_d: float) -> tor
     return lambda_od * off_diag.pow(2).sum() + lambda_d * (diag - 1).pow(2).sum()
 
 
-class _DIPVAE(Model):
+class _DIPVAE(GaussianVAE):
     """Shared body of the two variants; ``dip_type`` selects the covariance."""
 
     stochastic = True
     dip_type: ClassVar[str] = ""
-
-    def __init__(self, observation_shape, num_factors, config=None):
-        super().__init__(observation_shape, num_factors, config)
-        c = self.observation_shape[0]
-        self.encoder = ConvEncoder(c, num_factors, num_heads=2)
-        self.decoder = ConvDecoder(num_factors, c)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Posterior mean float32 (n, d) of images float32 (n, C, 64, 64)."""
-        return self.encoder(x)[0]
-
-    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, variance) of q(z|x), each float32 (n, d)."""
-        mean, logvar = self.encoder(x)
-        return mean, logvar.exp()
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Bernoulli logits float32 (n, C, 64, 64) of codes (n, d)."""
-        return self.decoder(z)
 
     def regularizer(self, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         """The DIP term of this variant on a batch's posterior parameters."""

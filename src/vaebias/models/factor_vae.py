@@ -63,8 +63,7 @@ from torch import nn
 
 from vaebias.config import check
 from vaebias.models import register
-from vaebias.models.base import Model, bernoulli_reconstruction, gaussian_kl, reparameterize
-from vaebias.models.networks import ConvDecoder, ConvEncoder
+from vaebias.models.base import GaussianVAE, bernoulli_reconstruction, gaussian_kl, reparameterize
 
 __all__ = ["FactorVAE", "Discriminator", "permute_dims"]
 
@@ -121,10 +120,8 @@ def _frozen(module: nn.Module):
 
 
 @register("factor_vae")
-class FactorVAE(Model):
+class FactorVAE(GaussianVAE):
     """FactorVAE with latent size = number of ground-truth factors."""
-
-    stochastic = True
 
     @dataclasses.dataclass
     class Config:
@@ -149,24 +146,9 @@ class FactorVAE(Model):
 
     def __init__(self, observation_shape, num_factors, config=None):
         super().__init__(observation_shape, num_factors, config)
-        c = self.observation_shape[0]
-        self.encoder = ConvEncoder(c, num_factors, num_heads=2)
-        self.decoder = ConvDecoder(num_factors, c)
         self.discriminator = Discriminator(num_factors)
 
     # -- representation -----------------------------------------------------
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Posterior mean float32 (n, d) of images float32 (n, C, 64, 64)."""
-        return self.encoder(x)[0]
-
-    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, variance) of q(z|x), each float32 (n, d)."""
-        mean, logvar = self.encoder(x)
-        return mean, logvar.exp()
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Bernoulli logits float32 (n, C, 64, 64) of codes (n, d)."""
-        return self.decoder(z)
 
     # -- the two objectives -------------------------------------------------
     def total_correlation(self, z: torch.Tensor) -> torch.Tensor:

@@ -48,8 +48,7 @@ import torch
 
 from vaebias.config import check
 from vaebias.models import register
-from vaebias.models.base import Model, bernoulli_reconstruction, gaussian_kl, reparameterize
-from vaebias.models.networks import ConvDecoder, ConvEncoder
+from vaebias.models.base import GaussianVAE, bernoulli_reconstruction, gaussian_kl, reparameterize
 
 __all__ = ["SlowVAE", "gaussian_laplace_cross_entropy", "gaussian_entropy"]
 
@@ -89,12 +88,10 @@ def gaussian_entropy(logvar: torch.Tensor) -> torch.Tensor:
 
 
 @register("slow_vae")
-class SlowVAE(Model):
+class SlowVAE(GaussianVAE):
     """Slow-VAE with latent size = number of ground-truth factors (module docstring)."""
 
     input_kind = "pairs"
-    stochastic = True
-
     @dataclasses.dataclass
     class Config:
         """beta: weight of KL(q ‖ N(0, I)) (>= 0); gamma: weight of the Laplace
@@ -113,25 +110,6 @@ class SlowVAE(Model):
             check(self.rate_data > 0, "rate_data", self.rate_data, "a number > 0")
 
     DEFAULTS = {name: dict(_PUBLISHED) for name in ("dsprites", "shapes3d")}
-
-    def __init__(self, observation_shape, num_factors, config=None):
-        super().__init__(observation_shape, num_factors, config)
-        c = self.observation_shape[0]
-        self.encoder = ConvEncoder(c, num_factors, num_heads=2)
-        self.decoder = ConvDecoder(num_factors, c)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Posterior mean float32 (n, d) of images float32 (n, C, 64, 64)."""
-        return self.encoder(x)[0]
-
-    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, variance) of q(z|x), each float32 (n, d)."""
-        mean, logvar = self.encoder(x)
-        return mean, logvar.exp()
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Bernoulli logits float32 (n, C, 64, 64) of codes (n, d)."""
-        return self.decoder(z)
 
     def batch_sampler(self, data):
         from vaebias.data.pairs import LaplaceTransitionSampler
