@@ -137,3 +137,25 @@ def test_cli_rejects_nonpositive_numbers(tmp_path, capsys, argv):
     assert exc.value.code == 2
     assert "must be > 0" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_profiles_validate_and_builtins_load(tmp_path):
+    from vaebias.errors import ConfigError
+    from vaebias.experiments import TABLE1_MODELS, load_profile, profiles
+
+    assert {"quick", "paper"} <= set(profiles())
+    paper = load_profile("paper")
+    assert paper.reduced is False and paper.train_steps == 300_000 and len(paper.seeds) == 10
+    assert tuple(paper.models) == TABLE1_MODELS
+    assert paper.steps_of("weak_gan") == 500_000 and paper.steps_of("pcl") == 300_000
+    quick = load_profile("quick")
+    assert quick.reduced is True and tuple(quick.models) == TABLE1_MODELS
+    for bad, match in [({"model_steps": {"nope": 5}}, "model_steps.nope"),
+                       ({"model_steps": {"ae": 0}}, "model_steps.ae"),
+                       ({"reference_restarts": 1}, "reference_restarts = 1"),
+                       ({"models": ["ae", "nope"]}, "unknown model 'nope'"),
+                       ({"bogus": 1}, "unknown key 'bogus'")]:
+        p = tmp_path / "p.yaml"
+        p.write_text(yaml.safe_dump(dict(TINY, **bad)))
+        with pytest.raises(ConfigError, match=match):
+            load_profile(p)

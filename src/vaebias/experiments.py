@@ -32,6 +32,8 @@ __all__ = ["Profile", "load_profile", "profiles", "reproduce", "EPSILON", "VARIA
 #: ε of the manipulation and the noise control per dataset (paper Sec. 5.2)
 EPSILON = {"dsprites": 0.1, "shapes3d": 0.175, "toy": 0.1}
 VARIANTS = ("original", "modified", "noise")
+#: the seven rows of the paper's Table 1
+TABLE1_MODELS = ("ae", "beta_vae", "factor_vae", "beta_tc_vae", "slow_vae", "pcl", "weak_gan")
 
 
 @dataclasses.dataclass
@@ -45,6 +47,10 @@ class Profile:
         reference_steps, manipulation_steps, train_steps: optimisation steps (> 0).
         seeds: training seeds of every (model, variant) cell.
         models: registered model names (Table 1 rows).
+        model_steps: per-model overrides of ``train_steps`` (e.g. the weakly supervised
+            GAN's 500,000 steps in Shu et al. 2020).
+        model_params: per-model hyperparameter overrides (the models' per-dataset
+            defaults apply otherwise).
         eval_points: points for MIG / active units (10,000 in disentanglement_lib).
         batch_size: batch of every stage (64).
         field_width: channel multiplier of m_ψ (see ManipulationConfig).
@@ -58,7 +64,9 @@ class Profile:
     manipulation_steps: int = 500
     train_steps: int = 1000
     seeds: tuple[int, ...] = (0, 1)
-    models: tuple[str, ...] = ("ae", "beta_vae")
+    models: tuple[str, ...] = TABLE1_MODELS
+    model_steps: dict = dataclasses.field(default_factory=dict)
+    model_params: dict = dataclasses.field(default_factory=dict)
     eval_points: int = 10_000
     batch_size: int = 64
     field_width: float = 1.0
@@ -75,6 +83,16 @@ class Profile:
         check(len(self.models) >= 1, "models", self.models, "at least one model")
         for m in self.models:
             get_model_class(m)
+        for m, steps in self.model_steps.items():
+            check(m in self.models, f"model_steps.{m}", steps, f"a model of this profile ({', '.join(self.models)})")
+            check(isinstance(steps, int) and steps > 0, f"model_steps.{m}", steps, "an integer > 0")
+        for m, params in self.model_params.items():
+            check(m in self.models, f"model_params.{m}", params, f"a model of this profile ({', '.join(self.models)})")
+            check(isinstance(params, dict), f"model_params.{m}", params, "a mapping of hyperparameters")
+
+    def steps_of(self, model: str) -> int:
+        """Training steps of ``model`` in the table runs."""
+        return int(self.model_steps.get(model, self.train_steps))
 
 
 def profiles() -> list[str]:
@@ -152,7 +170,7 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
     else:
         write_yaml(spec_path, spec)
     if prof.reduced:
-        _say(f"profile {prof.name!r} is a REDUCED protocol ({prof.train_steps} steps, "
+        _say(f"profile {prof.name!r} is a REDUCED protocol ({prof.train_steps} training steps, "
              f"{len(prof.seeds)} seeds; the paper: 300,000 steps, 10 seeds)")
     data_spec = {"name": dataset}
     if data_dir:
@@ -204,7 +222,8 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
             for seed in prof.seeds:
                 rd = out / "runs" / variant / f"{model}_seed{seed}"
                 cfg = RunConfig(model=model, dataset=variant_spec[variant],
-                                train=train_cfg(prof.train_steps, seed))
+                                model_params=dict(prof.model_params.get(model, {})),
+                                train=train_cfg(prof.steps_of(model), seed))
                 train(cfg, rd, data=vdata, progress=progress)
                 m = evaluate_run(rd, ("mig", "active_units"), data=vdata, num_points=prof.eval_points,
                                  device=device)
