@@ -18,6 +18,16 @@ TINY = {
 }
 
 
+ALL_SEVEN = ["ae", "beta_vae", "factor_vae", "beta_tc_vae", "slow_vae", "pcl", "weak_gan"]
+
+
+@pytest.fixture
+def tiny_seven(tmp_path):
+    p = tmp_path / "tiny7.yaml"
+    p.write_text(yaml.safe_dump(dict(TINY, models=ALL_SEVEN, train_steps=6)))
+    return p
+
+
 @pytest.fixture
 def tiny_profile(tmp_path):
     p = tmp_path / "tiny.yaml"
@@ -29,7 +39,9 @@ def _mtimes(root):
     return {str(p): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
 
 
-def test_reproduce_writes_everything_and_resumes(tmp_path, tiny_profile, capsys):
+def test_reproduce_writes_everything_and_resumes(tmp_path, tiny_seven, capsys):
+    """All seven Table 1 models through every stage."""
+    tiny_profile = tiny_seven
     out = tmp_path / "res"
     rc = main(["reproduce", "--dataset", "toy", "--profile", str(tiny_profile), "--out", str(out),
                "--device", "cpu", "--no-progress"])
@@ -43,7 +55,7 @@ def test_reproduce_writes_everything_and_resumes(tmp_path, tiny_profile, capsys)
     table = json.loads((out / "table.json").read_text())
     assert table["reduced_protocol"] is True
     cells = {(s["model"], s["variant"]): s for s in table["summary"]}
-    assert set(cells) == {(m, v) for m in ("ae", "beta_vae") for v in ("original", "modified", "noise")}
+    assert set(cells) == {(m, v) for m in ALL_SEVEN for v in ("original", "modified", "noise")}
     assert all(s["n"] == 2 for s in cells.values())
     # mean and std are those of the per-seed metrics.json files
     migs = [json.loads((out / "runs" / "noise" / f"ae_seed{s}" / "metrics.json").read_text())["mig"]["mig"]
@@ -52,6 +64,7 @@ def test_reproduce_writes_everything_and_resumes(tmp_path, tiny_profile, capsys)
     assert cells[("ae", "noise")]["mig_std"] == pytest.approx(np.std(migs, ddof=1))
     md = (out / "table.md").read_text()
     assert "Reduced protocol" in md and "| β-VAE |" in md and "| AE |" in md
+    assert "| Weak. sup. GAN |" in md and "| PCL |" in md and "| Slow-VAE |" in md
     # modified data: factors intact, change bounded by epsilon
     base = load_dataset("toy")
     idx = np.arange(len(base))
@@ -68,7 +81,7 @@ def test_reproduce_writes_everything_and_resumes(tmp_path, tiny_profile, capsys)
     assert before == after
 
     # a different profile in the same folder is refused
-    other = dict(TINY, train_steps=11)
+    other = dict(TINY, models=ALL_SEVEN, train_steps=11)
     p2 = tmp_path / "other.yaml"
     p2.write_text(yaml.safe_dump(other))
     rc = main(["reproduce", "--dataset", "toy", "--profile", str(p2), "--out", str(out), "--no-progress"])
