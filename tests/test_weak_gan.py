@@ -330,7 +330,7 @@ def _learn(tmp_path, steps, batch_size, seed=0):
     cfg = {"model": "weak_gan", "dataset": {"name": "toy"}, "model_params": LEARN,
            "train": tiny_train(steps=steps, batch_size=batch_size, seed=seed,
                                checkpoint_every=steps, log_every=50)}
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # as train() does: the very initialisation of the trained run
     untrained = build_model("weak_gan", data.observation_shape, data.num_factors, LEARN)
 
     def mig(model):
@@ -343,16 +343,20 @@ def _learn(tmp_path, steps, batch_size, seed=0):
 
 
 def test_learns_on_toy_squares(tmp_path):
+    # ~18 s on one core. Seen here (torch 2.13 CPU): MIG 0.03 -> 0.11, NLL 2.70 -> 1.56;
+    # seeds 1-5 reach MIG 0.14-0.45 after these 300 steps.
     mig0, mig1, enc = _learn(tmp_path, steps=300, batch_size=8)
     # the encoder recovers z on generated images: Gaussian NLL (nats, 2 latents) falls
     # from about 3 (an uninformed encoder) by a wide margin
-    assert enc[:20].mean() > 2.3 and enc[-50:].mean() < enc[:20].mean() - 0.8, (enc[:20].mean(), enc[-50:].mean())
+    first, last = enc[:20].mean(), enc[-50:].mean()
+    assert first > 2.3 and last < first - 0.8, (first, last)
     # and its mean on real images is clearly more disentangled than at initialisation
     assert mig1 > max(mig0 + 0.05, 2 * mig0), (mig0, mig1)
 
 
 @pytest.mark.slow
 def test_learns_on_toy_squares_longer(tmp_path):
+    # ~2 min on one core. Seen here: MIG 0.30-0.34 (from 0.02-0.07) over seeds 0-2.
     mig0, mig1, enc = _learn(tmp_path, steps=1200, batch_size=16)
     assert enc[-100:].mean() < 1.0, enc[-100:].mean()
     assert mig1 > 0.2 and mig1 > mig0 + 0.15, (mig0, mig1)

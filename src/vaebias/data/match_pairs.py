@@ -121,4 +121,5 @@ class MatchPairSampler:
         }
 
     def __repr__(self) -> str:
-        return f"MatchPairSampler({self.data!r}, mode={self.mode!r}, factor_indices={self.factor_indices.tolist()})"
+        return (f"MatchPairSampler({self.data!r}, mode={self.mode!r}, "
+                f"factor_indices={self.factor_indices.tolist()})")

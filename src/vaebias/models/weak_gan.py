@@ -30,7 +30,9 @@ Three networks, latent size d = number of ground-truth factors:
       L_E = E_z[ Σ_k ( (z_k − μ_k)² / (2σ_k²) + log σ_k + ½ log 2π ) ],  σ = softplus(·) + 1e-8.
 
   Its gradient does not reach the generator (the fakes are detached, as in Shu et
-  al.'s code). The representation for the metrics is ``μ`` on real images.
+  al.'s code). It sees both images of each generated pair (Shu et al.: the first
+  only), twice the data for one more encoder pass. The representation for the
+  metrics is ``μ`` on real images.
 
 GAN loss: the non-saturating loss in its sigmoid cross-entropy form, as in Shu et
 al.'s code (``sigmoid_cross_entropy_with_logits``):
@@ -363,7 +365,11 @@ class WeakGAN(Model):
         }
 
     def discriminator_step(self, batch: dict, optimizer: torch.optim.Optimizer) -> dict[str, float]:
-        """One Adam step of D on L_D (fakes generated without autograd): ``{"dis": L_D}``."""
+        """One Adam step of D on L_D (fakes generated without autograd): ``{"dis": L_D}``.
+
+        G and E parameters are untouched; the generator's batch-norm running
+        statistics (buffers, used only in eval mode) do move, as G runs in training
+        mode to make the fakes D must judge."""
         dis = self._discriminator_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         dis.backward()
