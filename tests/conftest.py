@@ -17,6 +17,12 @@ def tiny_train(steps=12, seed=0, **kw):
     return d
 
 
+def pytest_configure(config):
+    # One torch thread: the tests' tiny batches gain nothing from more, and on a shared
+    # machine two threads per process oversubscribe the cores (10-100x slowdowns seen).
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     torch.manual_seed(0)
