@@ -83,9 +83,11 @@ def _markdown(summary, dataset: str, profile: dict) -> str:
     cell = {(s["model"], s["variant"]): s for s in summary}
     lines = []
     if profile.get("reduced", True):
+        per_model = ", ".join(f"{MODEL_LABELS.get(m, m)} {n}" for m, n in (profile.get("model_steps") or {}).items())
         lines.append(
             f"**Reduced protocol** (profile `{profile.get('name')}`: {profile.get('train_steps')} training "
-            f"steps, {len(profile.get('seeds', []))} seeds; the paper uses 300,000 steps and 10 seeds). "
+            f"steps{f' ({per_model})' if per_model else ''}, {len(profile.get('seeds', []))} seeds; "
+            "the paper uses 300,000 steps and 10 seeds). "
             "These numbers show that the pipeline runs; they are not comparable to the paper's Table 1.\n"
         )
     else:
