@@ -123,7 +123,7 @@ def figure_manipulation(base, altered, out_png, *, epsilon: float, num: int = 4,
     x = base.images(f).numpy()
     xa = altered.images(f).numpy()
     d = xa - x
-    fig, axes = plt.subplots(num, 3, figsize=(6.6, 2.2 * num), squeeze=False)
+    fig, axes = plt.subplots(num, 3, figsize=(7.2, 2.2 * num + 0.4), squeeze=False)
     for i in range(num):
         for j, (img, kw) in enumerate([
             (x[i], {"vmin": 0, "vmax": 1}),
@@ -135,13 +135,15 @@ def figure_manipulation(base, altered, out_png, *, epsilon: float, num: int = 4,
             if show.shape[2] == 1:
                 show = show[:, :, 0]
                 kw.setdefault("cmap", "gray")
-            ax.imshow(show if j == 1 or img.shape[0] == 1 else np.clip(show, 0, 1), **kw)
+            im = ax.imshow(show if j == 1 or img.shape[0] == 1 else np.clip(show, 0, 1), **kw)
+            if j == 1:
+                fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(["original x", f"x' − x (±{epsilon:g})", "altered x'"][j], fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    title = (title + "\n" if title else "") + f"max |x' − x| over these images: {np.abs(d).max():.3f}"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     out_png = Path(out_png)
     with atomic_path(out_png, suffix=".png") as tmp:
