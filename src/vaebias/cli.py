@@ -32,24 +32,23 @@ def _params(items: list[str] | None) -> dict:
     return out
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be > 0")
-    return value
+def _positive(kind):
+    """argparse type: a number of ``kind`` (int or float) that must be > 0."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{value} must be > 0")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} must be > 0")
-    return value
+_positive_int = _positive(int)
+_positive_float = _positive(float)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,7 +117,7 @@ def _run(args) -> int:
         print(rep["markdown"])
         print(f"wall time: {time.perf_counter() - t0:.0f} s")
     elif args.command == "train":
-        from vaebias.training import RunConfig, train
+        from vaebias.training import train
 
         cfg = {"model": args.model, "dataset": {"name": args.dataset}, "model_params": _params(args.param),
                "train": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
