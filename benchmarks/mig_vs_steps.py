@@ -45,13 +45,19 @@ def main() -> None:
     p.add_argument("--milestones", nargs="+", type=int, default=[500, 1000, 3000, 6000, 10000])
     p.add_argument("--eval-points", type=int, default=10_000)
     p.add_argument("--out", default="results/curve")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0: torch's default); run one process per model with "
+                        "--threads 1 to use two cores well")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing; tabulate the scores already under --out")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_dataset(args.dataset)
     milestones = sorted(set(args.milestones))
-    rows = []
-    for model_name in args.models:
+    for model_name in ([] if args.report_only else args.models):
         for seed in args.seeds:
             run = out / f"{model_name}_seed{seed}"
             scores_path = run / "curve_scores.json"
@@ -75,12 +81,18 @@ def main() -> None:
             record = {"benchmark": "mig_vs_steps", "model": model_name, "seed": seed,
                       "dataset": args.dataset, "milestones": milestones}
             fit(model, data, run, cfg, record, progress=False, callback=at_step)
+    rows = []
+    for model_name in args.models:
+        for seed in args.seeds:
+            scores_path = out / f"{model_name}_seed{seed}" / "curve_scores.json"
+            scores = json.loads(scores_path.read_text()) if scores_path.exists() else {}
             for step in milestones:
                 if str(step) in scores:
                     rows.append({"model": model_name, "seed": seed, "step": step,
-                                 "mig": scores[str(step)]["mig"]})
+                                 "mig": scores[str(step)]["mig"],
+                                 "train_s": scores[str(step)]["train_s"]})
     with open(out / "curve.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["model", "seed", "step", "mig"])
+        w = csv.DictWriter(fh, fieldnames=["model", "seed", "step", "mig", "train_s"])
         w.writeheader()
         w.writerows(rows)
     lines = ["| steps | " + " | ".join(args.models) + " |", "|---|" + "---|" * len(args.models)]

@@ -54,3 +54,54 @@ def test_evaluate_unfinished_run_is_an_error(tmp_path, toy):
         train(cfg, tmp_path / "r", data=toy, progress=False, callback=stop)
     with pytest.raises(RunError, match="not a finished training run"):
         evaluate_run(tmp_path / "r", data=toy)
+
+
+def test_evaluate_run_accumulates_metric_subsets(tmp_path, toy):
+    cfg = {"model": "ae", "dataset": {"name": "toy", "num_positions": 8}, "train": tiny_train(steps=6)}
+    train(cfg, tmp_path / "r", data=toy, progress=False)
+    first = evaluate_run(tmp_path / "r", ["mig"], data=toy, num_points=400, device="cpu")
+    both = evaluate_run(tmp_path / "r", ["mig", "sap"], data=toy, num_points=400, num_test=200,
+                        device="cpu")
+    on_disk = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert set(on_disk["settings_of"]) == {"mig", "sap"}
+    assert on_disk["settings_of"]["sap"]["num_test"] == 200
+    assert both["mig"] == first["mig"]  # reused, not recomputed
+    assert "active_units" not in on_disk  # deterministic model: skipped
+    # a changed option recomputes only what depends on it
+    again = evaluate_run(tmp_path / "r", ["mig", "sap"], data=toy, num_points=400, num_test=200,
+                         num_bins=5, device="cpu")
+    assert again["settings_of"]["mig"]["num_bins"] == 5
+    model, _ = load_run(tmp_path / "r")
+    f = toy.sample_factors(400, np.random.default_rng(0))
+    import torch
+
+    with torch.no_grad():
+        codes = model.encode(toy.images(f)).numpy()
+    assert again["mig"]["mig"] == pytest.approx(mig(codes, f, num_bins=5)["mig"], abs=1e-12)
+    with pytest.raises(ValueError, match="unknown evaluation option"):
+        evaluate_run(tmp_path / "r", ["mig"], data=toy, bins=3)
+    with pytest.raises(ValueError, match="unknown metric"):
+        evaluate_run(tmp_path / "r", ["migg"], data=toy)
+
+
+def test_udr_runs_and_cli(tmp_path, toy, capsys):
+    from vaebias.cli import main
+    from vaebias.evaluation import udr_runs
+
+    for seed in (0, 1):
+        cfg = {"model": "ae", "dataset": {"name": "toy", "num_positions": 8},
+               "train": tiny_train(steps=6, seed=seed)}
+        train(cfg, tmp_path / f"r{seed}", data=toy, progress=False)
+    res = udr_runs([tmp_path / "r0", tmp_path / "r1"], tmp_path / "udr.json", num_points=200,
+                   correlation="spearman", device="cpu")
+    assert len(res["udr"]) == 2 and all(0 <= u <= 1 for u in res["udr"])
+    assert json.loads((tmp_path / "udr.json").read_text())["udr"] == res["udr"]
+    with pytest.raises(RunError, match="at least two runs"):
+        udr_runs([tmp_path / "r0"], tmp_path / "x.json")
+    assert not (tmp_path / "x.json").exists()
+    assert main(["evaluate", str(tmp_path / "r0"), "--metrics", "mig", "modularity_explicitness",
+                 "--num-points", "300", "--num-test", "100", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "modularity_explicitness: modularity" in out and "mig: mig" in out
+    assert main(["metrics"]) == 0
+    assert "dci" in capsys.readouterr().out.split()

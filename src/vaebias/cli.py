@@ -19,7 +19,7 @@ import time
 
 import yaml
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 def _params(items: list[str] | None) -> dict:
@@ -78,11 +78,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="score a trained run; writes its metrics.json")
     e.add_argument("run_dir")
-    e.add_argument("--metrics", nargs="+", default=["mig", "active_units"])
-    e.add_argument("--num-points", type=_positive_int, default=10_000)
+    e.add_argument("--metrics", nargs="+", default=["mig", "active_units"],
+                   help="metric names (see `vaebias metrics`) or 'all'")
+    e.add_argument("--num-points", type=_positive_int, default=10_000,
+                   help="shared sample; the train split of SAP/DCI/modularity")
+    e.add_argument("--num-test", type=_positive_int, default=5_000, help="test split of SAP/DCI/modularity")
+    e.add_argument("--dci-backend", choices=["sklearn", "hist"], default="sklearn",
+                   help="sklearn: the reference's GradientBoostingClassifier; hist: the fast backend")
+    e.add_argument("--overwrite", action="store_true", help="recompute metrics already recorded")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--dataset", default=None, help="evaluate on this dataset instead of the training one")
+
+    u = sub.add_parser("udr", help="UDR (Duan et al. 2020) of several trained runs; writes a JSON file")
+    u.add_argument("run_dirs", nargs="+", help="two or more finished runs on one dataset")
+    u.add_argument("--out", required=True, help="JSON file to write")
+    u.add_argument("--num-points", type=_positive_int, default=1000)
+    u.add_argument("--seed", type=int, default=0)
+    u.add_argument("--correlation", choices=["lasso", "spearman"], default="lasso")
+    u.add_argument("--device", default="auto")
 
     m = sub.add_parser("manipulate", help="fit m_psi from two reference runs and export the datasets")
     m.add_argument("--entangled", required=True, help="run directory of the entangled reference")
@@ -103,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the registered models")
     sub.add_parser("datasets", help="list the dataset names")
+    sub.add_parser("metrics", help="list the metric names usable in `vaebias evaluate`")
     sub.add_parser("profiles", help="list the built-in profiles")
     return p
 
@@ -130,17 +145,37 @@ def _run(args) -> int:
         from vaebias.evaluation import evaluate_run
 
         data = load_dataset(args.dataset) if args.dataset else None
-        res = evaluate_run(args.run_dir, args.metrics, data=data, num_points=args.num_points,
-                           seed=args.seed, device=args.device)
-        for name in args.metrics:
-            if name in res:
-                val = res[name].get(name, res[name])
-                print(f"{name}: {val}")
+        names = "all" if args.metrics == ["all"] else args.metrics
+        res = evaluate_run(args.run_dir, names, data=data, num_points=args.num_points, seed=args.seed,
+                           device=args.device, overwrite=args.overwrite, num_test=args.num_test,
+                           dci_backend=args.dci_backend)
+        for name, val in res.items():
+            if name in ("settings", "settings_of", "model", "versions") or not isinstance(val, dict):
+                continue
+            scalars = {k: round(v, 4) for k, v in val.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in scalars.items()))
+    elif args.command == "udr":
+        from vaebias.evaluation import udr_runs
+
+        res = udr_runs(args.run_dirs, args.out, num_points=args.num_points, seed=args.seed,
+                       correlation=args.correlation, device=args.device)
+        for rd, score in zip(res["runs"], res["udr"]):
+            print(f"{rd}: UDR {score:.4f}")
+        print(f"wrote {args.out}")
+    elif args.command == "metrics":
+        from vaebias.metrics import available as metric_names
+
+        print("\n".join(metric_names()))
     elif args.command == "manipulate":
         from vaebias.config import TrainConfig
         from vaebias.data import load_dataset
         from vaebias.experiments import EPSILON
-        from vaebias.manipulation import ManipulationConfig, export_variants, train_manipulation
+        from vaebias.manipulation import (
+            ManipulationConfig,
+            export_variants,
+            train_manipulation,
+        )
 
         data = load_dataset(args.dataset)
         eps = args.epsilon if args.epsilon is not None else EPSILON.get(data.name, 0.1)

@@ -8,12 +8,22 @@ Array-level metrics take codes (N, d) and factor class indices (N, K):
 - :func:`active_units` - active latent units from posterior variances (the paper,
   Sec. 5.3).
 
+Train/test metrics take train codes/factors and test codes/factors:
+:func:`sap` (Kumar et al. 2018), :func:`dci` (Eastwood & Williams 2018; its
+entropy part alone is :func:`dci_from_importances`) and
+:func:`modularity_explicitness` (Ridgeway & Mozer 2018).
+
+Sampling-level metrics draw their own fixed-factor batches from a dataset:
+:func:`factor_vae_score` (Kim & Mnih 2018), :func:`beta_vae_score` (Higgins et al.
+2017) and, across several models on the same inputs, :func:`udr_score` / :func:`udr`
+(Duan et al. 2020).
+
 :func:`evaluate` samples a dataset, encodes it and runs metrics chosen by name from
 the registry below. A new metric plugs in with::
 
-    @register("sap")
-    def _sap(ctx):            # ctx: vaebias.metrics.evaluate.EvalContext
-        return sap(ctx.codes, ctx.factors)   # or draw its own samples via ctx
+    @register("my_metric")
+    def _my_metric(ctx):      # ctx: vaebias.metrics.evaluate.EvalContext
+        return my_metric(ctx.codes, ctx.factors)   # or draw its own samples via ctx
 """
 
 from __future__ import annotations
@@ -21,14 +31,28 @@ from __future__ import annotations
 from typing import Callable
 
 from .active_units import active_units
+from .beta_vae_score import _beta_vae_metric, beta_vae_score
+from .dci import _dci_metric, dci, dci_from_importances
 from .evaluate import EvalContext, _active_units_metric, _mig_metric, evaluate
+from .factor_vae_score import _factor_vae_metric, factor_vae_score
 from .mig import discretize, mig, mutual_information_matrix
+from .modularity import _modularity_explicitness_metric, modularity_explicitness
+from .sap import _sap_metric, sap
+from .udr import udr, udr_score
 
 __all__ = [
     "mig",
     "discretize",
     "mutual_information_matrix",
     "active_units",
+    "sap",
+    "dci",
+    "dci_from_importances",
+    "modularity_explicitness",
+    "factor_vae_score",
+    "beta_vae_score",
+    "udr",
+    "udr_score",
     "evaluate",
     "available",
     "register",
@@ -65,3 +89,8 @@ def available() -> list[str]:
 
 register("mig")(_mig_metric)
 register("active_units")(_active_units_metric)
+register("sap")(_sap_metric)  # train: shared sample; test: ctx.test_codes (rng(1))
+register("dci")(_dci_metric)  # same split; backend: ctx.dci_backend
+register("modularity_explicitness")(_modularity_explicitness_metric)  # same split
+register("factor_vae_score")(_factor_vae_metric)  # own draws: ctx.rng(2)
+register("beta_vae_score")(_beta_vae_metric)  # own draws: ctx.rng(3)

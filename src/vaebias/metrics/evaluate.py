@@ -8,7 +8,9 @@ factors with the array-level metrics of :mod:`vaebias.metrics`.
 Metrics are looked up by name in the registry of ``vaebias.metrics`` (see
 :func:`vaebias.metrics.register`); each entry is a function ``fn(ctx) -> dict``
 receiving an :class:`EvalContext`, which exposes the shared sample
-(``ctx.codes``, ``ctx.factors``, ``ctx.variances``, drawn once and lazily) and,
+(``ctx.codes``, ``ctx.factors``, ``ctx.variances``, drawn once and lazily), a
+shared test sample for train/test metrics (``ctx.test_codes``,
+``ctx.test_factors``: ``num_test`` points drawn lazily with ``ctx.rng(1)``) and,
 for metrics that need their own draws (train/test splits, fixed-factor batches),
 ``ctx.data``, ``ctx.represent_factors`` and ``ctx.rng(offset)``.
 """
@@ -36,12 +38,12 @@ class EvalContext:
     Attributes:
         data: the :class:`vaebias.data.base.GroundTruthData` dataset.
         represent: the callable images -> codes (or (mean, variance)).
-        num_points, seed, batch_size, device, num_bins, active_threshold: the settings
-            of :func:`evaluate`.
+        num_points, seed, batch_size, device, num_bins, active_threshold, num_test,
+            dci_backend: the settings of :func:`evaluate`.
     """
 
     def __init__(self, data, represent, *, num_points, seed, batch_size, device, num_bins,
-                 active_threshold):
+                 active_threshold, num_test=5_000, dci_backend="sklearn"):
         self.data = data
         self.represent = represent
         self.num_points = num_points
@@ -50,7 +52,10 @@ class EvalContext:
         self.device = device
         self.num_bins = num_bins
         self.active_threshold = active_threshold
+        self.num_test = num_test
+        self.dci_backend = dci_backend
         self._sample = None
+        self._test_sample = None
 
     # ------------------------------------------------------------- sampling
     def rng(self, offset: int = 0) -> np.random.Generator:
@@ -137,6 +142,23 @@ class EvalContext:
         """Shared sample's posterior variances (num_points, d), or None."""
         return self._draw()[2]
 
+    def _draw_test(self):
+        if self._test_sample is None:
+            factors = self.data.sample_factors(self.num_test, self.rng(1))
+            codes, _ = self.represent_factors(factors)
+            self._test_sample = (factors, codes)
+        return self._test_sample
+
+    @property
+    def test_factors(self) -> np.ndarray:
+        """Test sample's factor rows, int64 (num_test, K), drawn with ``rng(1)``."""
+        return self._draw_test()[0]
+
+    @property
+    def test_codes(self) -> np.ndarray:
+        """Test sample's codes (num_test, d) (for SAP, DCI, explicitness)."""
+        return self._draw_test()[1]
+
     @property
     def num_varying_factors(self) -> int:
         """Number of factors with more than one class (dSprites' colour does not count)."""
@@ -168,6 +190,8 @@ def evaluate(
     *,
     num_bins: int = 20,
     active_threshold: float = 0.8,
+    num_test: int = 5_000,
+    dci_backend: str = "sklearn",
 ) -> dict:
     """Score a representation on a ground-truth dataset, the disentanglement_lib way.
 
@@ -191,23 +215,35 @@ def evaluate(
             ``"active_units"``: :func:`vaebias.metrics.active_units` with
             ``active_threshold`` and ``num_factors`` = number of factors with more
             than one class; needs ``represent`` to return ``(mean, variance)``.
+            ``"sap"``, ``"dci"``, ``"modularity_explicitness"``: :func:`vaebias.metrics.sap`,
+            :func:`vaebias.metrics.dci` (with ``dci_backend``) and
+            :func:`vaebias.metrics.modularity_explicitness` (with ``num_bins``), trained
+            on the shared sample and tested on the ``num_test`` sample; their
+            classifiers' ``random_state`` is ``seed`` (0 when ``seed`` is None).
         num_points: number of sampled points, >= 1 (10,000 in disentanglement_lib).
         seed: seed of ``np.random.default_rng``.
         batch_size: images rendered and encoded per call, >= 1.
         device: torch device for the images (default CPU).
         num_bins: bins per latent for MIG (20).
         active_threshold: variance threshold of active units (0.8, the paper Sec. 5.3).
+        num_test: points of the test sample, >= 1 (5,000 in disentanglement_lib), drawn
+            lazily with ``np.random.default_rng([seed, 1])`` for the train/test metrics
+            ``"sap"``, ``"dci"`` and ``"modularity_explicitness"`` (their train sample
+            is the shared ``num_points`` sample).
+        dci_backend: classifier backend of ``"dci"`` (a key of
+            ``vaebias.metrics.dci._BACKENDS``; ``"sklearn"`` = parity mode).
 
     Returns:
         dict ``{name: result dict of that metric, ..., "settings": {...}}``;
         ``settings`` records metrics, num_points, seed, batch_size, num_bins,
-        active_threshold, device, num_latents, the dataset's ``describe()`` (if
-        available) and library versions (sklearn's MI changed between versions).
+        active_threshold, num_test, dci_backend, device, num_latents, the dataset's
+        ``describe()`` (if available) and library versions (sklearn's MI changed
+        between versions).
 
     Raises:
         ValueError: an unknown metric name (the message lists the available ones),
-            bad num_points/batch_size, a malformed output of ``represent``, or
-            ``"active_units"`` requested while ``represent`` returns no variances.
+            bad num_points/batch_size/num_test, an unknown dci_backend, a malformed
+            output of ``represent``, or ``"active_units"`` requested while ``represent`` returns no variances.
     """
     from . import METRICS  # the registry lives in the package __init__
 
@@ -227,10 +263,17 @@ def evaluate(
     num_bins = _check_num_bins(num_bins)
     if not callable(represent):
         raise ValueError(f"represent must be callable; got {type(represent).__name__}")
+    if not _is_positive_int(num_test):
+        raise ValueError(f"num_test must be an integer >= 1; got {num_test!r}")
+    from .dci import _BACKENDS
+
+    if dci_backend not in _BACKENDS:
+        raise ValueError(f"unknown dci_backend {dci_backend!r}; available: {sorted(_BACKENDS)}")
 
     ctx = EvalContext(
         data, represent, num_points=int(num_points), seed=seed, batch_size=int(batch_size),
         device=device, num_bins=num_bins, active_threshold=active_threshold,
+        num_test=int(num_test), dci_backend=dci_backend,
     )
     results = {name: METRICS[name](ctx) for name in names}
     settings = {
@@ -240,6 +283,8 @@ def evaluate(
         "batch_size": int(batch_size),
         "num_bins": int(num_bins),
         "active_threshold": float(active_threshold),
+        "num_test": int(num_test),
+        "dci_backend": dci_backend,
         "device": str(device) if device is not None else "cpu",
         "num_latents": int(ctx.codes.shape[1]) if ctx._sample is not None else None,
         "versions": _versions(),
