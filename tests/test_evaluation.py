@@ -105,3 +105,20 @@ def test_udr_runs_and_cli(tmp_path, toy, capsys):
     assert "modularity_explicitness: modularity" in out and "mig: mig" in out
     assert main(["metrics"]) == 0
     assert "dci" in capsys.readouterr().out.split()
+
+
+def test_cli_fast_mode_records_its_settings(tmp_path, toy):
+    from vaebias.cli import main
+    from vaebias.metrics.evaluate import FAST_MODE
+
+    cfg = {"model": "ae", "dataset": {"name": "toy", "num_positions": 8}, "train": tiny_train(steps=6)}
+    train(cfg, tmp_path / "r", data=toy, progress=False)
+    assert main(["evaluate", str(tmp_path / "r"), "--fast", "--metrics", "dci", "factor_vae_score",
+                 "--num-points", "400", "--num-test", "200", "--score-num-eval", "100",
+                 "--device", "cpu"]) == 0
+    got = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert got["settings_of"]["dci"]["dci_backend"] == "hist"
+    assert got["settings_of"]["factor_vae_score"]["score_num_train"] == FAST_MODE["score_num_train"]
+    assert got["settings_of"]["factor_vae_score"]["score_num_eval"] == 100  # explicit option wins
+    assert got["factor_vae_score"]["settings"]["num_eval"] == 100
+    assert 0 <= got["dci"]["disentanglement"] <= 1

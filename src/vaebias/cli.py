@@ -83,8 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--num-points", type=_positive_int, default=10_000,
                    help="shared sample; the train split of SAP/DCI/modularity")
     e.add_argument("--num-test", type=_positive_int, default=5_000, help="test split of SAP/DCI/modularity")
-    e.add_argument("--dci-backend", choices=["sklearn", "hist"], default="sklearn",
-                   help="sklearn: the reference's GradientBoostingClassifier; hist: the fast backend")
+    e.add_argument("--dci-backend", choices=["sklearn", "hist"], default=None,
+                   help="sklearn (default): the reference's GradientBoostingClassifier; hist: the fast backend")
+    e.add_argument("--score-num-train", type=_positive_int, default=None,
+                   help="votes training the FactorVAE/BetaVAE scores' classifiers (default 10,000)")
+    e.add_argument("--score-num-eval", type=_positive_int, default=None,
+                   help="votes evaluating them (default 5,000)")
+    e.add_argument("--fast", action="store_true",
+                   help="fast mode: DCI's hist backend and 1,000/500 score votes (explicit options win)")
     e.add_argument("--overwrite", action="store_true", help="recompute metrics already recorded")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
@@ -145,10 +151,15 @@ def _run(args) -> int:
         from vaebias.evaluation import evaluate_run
 
         data = load_dataset(args.dataset) if args.dataset else None
+        from vaebias.metrics.evaluate import FAST_MODE
+
         names = "all" if args.metrics == ["all"] else args.metrics
+        opts = dict(FAST_MODE) if args.fast else {}
+        opts.update({k: v for k, v in (("dci_backend", args.dci_backend),
+                                       ("score_num_train", args.score_num_train),
+                                       ("score_num_eval", args.score_num_eval)) if v is not None})
         res = evaluate_run(args.run_dir, names, data=data, num_points=args.num_points, seed=args.seed,
-                           device=args.device, overwrite=args.overwrite, num_test=args.num_test,
-                           dci_backend=args.dci_backend)
+                           device=args.device, overwrite=args.overwrite, num_test=args.num_test, **opts)
         for name, val in res.items():
             if name in ("settings", "settings_of", "model", "versions") or not isinstance(val, dict):
                 continue

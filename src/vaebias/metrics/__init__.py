@@ -28,7 +28,7 @@ the registry below. A new metric plugs in with::
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .active_units import active_units
 from .beta_vae_score import _beta_vae_metric, beta_vae_score
@@ -41,23 +41,23 @@ from .sap import _sap_metric, sap
 from .udr import udr, udr_score
 
 __all__ = [
-    "mig",
-    "discretize",
-    "mutual_information_matrix",
-    "active_units",
-    "sap",
-    "dci",
-    "dci_from_importances",
-    "modularity_explicitness",
-    "factor_vae_score",
-    "beta_vae_score",
-    "udr",
-    "udr_score",
-    "evaluate",
-    "available",
-    "register",
     "METRICS",
     "EvalContext",
+    "active_units",
+    "available",
+    "beta_vae_score",
+    "dci",
+    "dci_from_importances",
+    "discretize",
+    "evaluate",
+    "factor_vae_score",
+    "mig",
+    "modularity_explicitness",
+    "mutual_information_matrix",
+    "register",
+    "sap",
+    "udr",
+    "udr_score",
 ]
 
 #: name -> function(ctx: EvalContext) -> result dict; used by :func:`evaluate`.

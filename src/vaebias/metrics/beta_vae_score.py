@@ -225,4 +225,5 @@ def beta_vae_score(data, represent: Callable, *, random_state=0, batch_size: int
 def _beta_vae_metric(ctx) -> dict:
     """Registry adapter: defaults of disentanglement_lib, draws from ``ctx.rng(3)``."""
     return beta_vae_score(ctx.data, ctx.represent, random_state=ctx.rng(3), device=ctx.device,
-                          encode_batch=ctx.batch_size)
+                          encode_batch=ctx.batch_size, num_train=ctx.score_num_train,
+                          num_eval=ctx.score_num_eval)

@@ -406,4 +406,5 @@ def factor_vae_score(data, represent: Callable, *, random_state=0, batch_size: i
 def _factor_vae_metric(ctx) -> dict:
     """Registry adapter: defaults of disentanglement_lib, draws from ``ctx.rng(2)``."""
     return factor_vae_score(ctx.data, ctx.represent, random_state=ctx.rng(2), device=ctx.device,
-                            encode_batch=ctx.batch_size)
+                            encode_batch=ctx.batch_size, num_train=ctx.score_num_train,
+                            num_eval=ctx.score_num_eval)

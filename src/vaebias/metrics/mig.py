@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-__all__ = ["mig", "discretize", "mutual_information_matrix"]
+__all__ = ["discretize", "mig", "mutual_information_matrix"]
 
 # Largest dense contingency block (cells) built by one bincount call before the
 # sparse (sort-based) path is used instead.
