@@ -156,13 +156,17 @@ def test_profiles_validate_and_builtins_load(tmp_path):
     from vaebias.errors import ConfigError
     from vaebias.experiments import TABLE1_MODELS, load_profile, profiles
 
-    assert {"quick", "paper"} <= set(profiles())
+    assert {"quick", "standard", "paper"} <= set(profiles())
     paper = load_profile("paper")
     assert paper.reduced is False and paper.train_steps == 300_000 and len(paper.seeds) == 10
     assert tuple(paper.models) == TABLE1_MODELS
     assert paper.steps_of("weak_gan") == 500_000 and paper.steps_of("pcl") == 300_000
     quick = load_profile("quick")
     assert quick.reduced is True and tuple(quick.models) == TABLE1_MODELS
+    standard = load_profile("standard")  # sized from benchmarks/mig_vs_steps.py (README)
+    assert standard.reduced is True and tuple(standard.models) == TABLE1_MODELS
+    assert quick.train_steps < standard.train_steps == 40_000 < paper.train_steps
+    assert len(standard.seeds) == 3 and standard.reference_restarts >= 2
     for bad, match in [({"model_steps": {"nope": 5}}, "model_steps.nope"),
                        ({"model_steps": {"ae": 0}}, "model_steps.ae"),
                        ({"reference_restarts": 1}, "reference_restarts = 1"),

@@ -2,10 +2,11 @@
 
 ``load_dataset(name)`` is the one entry point:
 
-- ``"dsprites"``: the real file when found (``path=`` or ``data_dir=`` or the
-  ``VAEBIAS_DATA_DIR`` environment variable), else the procedural renderer.
-- a path to a file: a vaebias dataset file (exported modified/noise data), or a real
-  dSprites npz/HDF5 file, recognised by its contents.
+- ``"dsprites"``, ``"shapes3d"``: the real file when found (``path=`` or ``data_dir=``
+  or the ``VAEBIAS_DATA_DIR`` environment variable), else the procedural renderer
+  (``describe()["source"]`` says which).
+- a path to a file: a vaebias dataset file (exported modified/noise data), a real
+  dSprites npz/HDF5 file or a real Shapes3D ``3dshapes.h5``, recognised by its contents.
 """
 
 from __future__ import annotations
@@ -17,20 +18,26 @@ from pathlib import Path
 import h5py
 
 from vaebias.data.base import DataError, GroundTruthData
-from vaebias.data.variants import FORMAT, ExportedDataset, Modified, Noisy, export_dataset
+from vaebias.data.variants import (
+    FORMAT,
+    ExportedDataset,
+    Modified,
+    Noisy,
+    export_dataset,
+)
 
 __all__ = [
-    "load_dataset",
-    "available",
-    "GroundTruthData",
     "DataError",
+    "ExportedDataset",
+    "GroundTruthData",
     "Modified",
     "Noisy",
-    "ExportedDataset",
+    "available",
     "export_dataset",
+    "load_dataset",
 ]
 
-_NAMES = ("dsprites", "toy")
+_NAMES = ("dsprites", "shapes3d", "toy")
 
 
 def available() -> list[str]:
@@ -42,18 +49,28 @@ def _load_file(path: Path, **kwargs) -> GroundTruthData:
     if not path.exists():
         raise DataError(f"{path}: no such file")
     if h5py.is_hdf5(path):
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("format") == FORMAT:
-                kind = "vaebias"
-            elif "imgs" in f and "latents" in f:
-                kind = "dsprites"
-            else:
-                raise DataError(
-                    f"{path}: HDF5 file with keys {sorted(f.keys())} is neither a vaebias dataset "
-                    f"file nor dSprites (expected keys imgs, latents/classes, latents/values)"
-                )
+        try:
+            with h5py.File(path, "r") as f:
+                if f.attrs.get("format") == FORMAT:
+                    kind = "vaebias"
+                elif "imgs" in f and "latents" in f:
+                    kind = "dsprites"
+                elif "images" in f and "labels" in f:
+                    kind = "shapes3d"
+                else:
+                    raise DataError(
+                        f"{path}: HDF5 file with keys {sorted(f.keys())} is neither a vaebias dataset "
+                        f"file, nor dSprites (expected keys imgs, latents/classes, latents/values), nor "
+                        f"Shapes3D (expected keys images, labels)"
+                    )
+        except OSError as e:
+            raise DataError(f"{path}: corrupt or truncated HDF5 file ({e})") from e
         if kind == "vaebias":
             return ExportedDataset(path, **kwargs)
+        if kind == "shapes3d":
+            from vaebias.data.shapes3d import Shapes3DFile
+
+            return Shapes3DFile(path, **kwargs)
         from vaebias.data.dsprites import DSpritesFile
 
         return DSpritesFile(path)
@@ -61,7 +78,9 @@ def _load_file(path: Path, **kwargs) -> GroundTruthData:
         from vaebias.data.dsprites import DSpritesFile
 
         return DSpritesFile(path)
-    raise DataError(f"{path}: not a dataset file (expected an HDF5 file or a dSprites .npz)")
+    raise DataError(
+        f"{path}: not a dataset file (expected an HDF5 file (vaebias, dSprites or Shapes3D) or a dSprites .npz)"
+    )
 
 
 def load_dataset(name: str | os.PathLike, *, path: str | os.PathLike | None = None,
@@ -72,7 +91,9 @@ def load_dataset(name: str | os.PathLike, *, path: str | os.PathLike | None = No
         name: a dataset name (``available()``) or the path of a dataset file.
         path: for a named dataset, the real file to load instead of searching.
         data_dir: folder searched for the real file (default ``$VAEBIAS_DATA_DIR``).
-        kwargs: passed to :class:`ExportedDataset` for vaebias files (``in_memory``).
+        kwargs: ``in_memory`` for vaebias files (:class:`ExportedDataset`) and the real
+            Shapes3D file (:class:`~vaebias.data.shapes3d.Shapes3DFile`, also
+            ``check_labels``); options of the toy dataset.
 
     Returns:
         a :class:`GroundTruthData`.
@@ -88,6 +109,13 @@ def load_dataset(name: str | os.PathLike, *, path: str | os.PathLike | None = No
         from vaebias.data.dsprites import load_dsprites
 
         return load_dsprites(path=path, data_dir=data_dir)
+    if name_str == "shapes3d":
+        from vaebias.data.shapes3d import load_shapes3d
+
+        unknown = sorted(set(kwargs) - {"in_memory"})
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)} for dataset 'shapes3d'; allowed: in_memory")
+        return load_shapes3d(path=path, data_dir=data_dir, **kwargs)
     if name_str == "toy":
         from vaebias.data.toy import ToySquares
 
