@@ -97,6 +97,8 @@ def evaluate_run(run_dir: str | os.PathLike, metrics=("mig", "active_units"), *,
     todo = names if overwrite else [m for m in names if m not in old or not same(m)]
     if not todo:
         return old
+    if options.get("encode_precision") == "bf16":
+        model = model.to(memory_format=torch.channels_last)
     with torch.no_grad():
         result = evaluate(data, representation(model), todo, num_points=num_points, seed=seed,
                           batch_size=batch_size, device=dev, **options)

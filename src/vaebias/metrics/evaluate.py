@@ -36,6 +36,20 @@ __all__ = ["EvalContext", "evaluate"]
 FAST_MODE = {"dci_backend": "hist", "score_num_train": 1_000, "score_num_eval": 500}
 
 
+def _bf16_represent(represent: Callable) -> Callable:
+    """``represent`` run under bfloat16 autocast on channels-last images, outputs cast back to
+    float32 (a tuple ``(mean, variance)`` stays a tuple)."""
+
+    def fast(images):
+        with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16):
+            out = represent(images.contiguous(memory_format=torch.channels_last))
+        if isinstance(out, (tuple, list)):
+            return tuple(o.float() if torch.is_tensor(o) else o for o in out)
+        return out.float() if torch.is_tensor(out) else out
+
+    return fast
+
+
 def _is_positive_int(x) -> bool:
     return not isinstance(x, bool) and isinstance(x, (int, np.integer)) and x >= 1
 
@@ -205,6 +219,7 @@ def evaluate(
     dci_backend: str = "sklearn",
     score_num_train: int = 10_000,
     score_num_eval: int = 5_000,
+    encode_precision: str = "fp32",
 ) -> dict:
     """Score a representation on a ground-truth dataset, the disentanglement_lib way.
 
@@ -248,6 +263,12 @@ def evaluate(
         score_num_train, score_num_eval: votes (FactorVAE) or points (BetaVAE) that train
             and evaluate the two scores' classifiers (disentanglement_lib: 10,000 and
             5,000); each costs 64 (FactorVAE) or 128 (BetaVAE) encoded images.
+        encode_precision: ``"fp32"`` (default: ``represent`` as given) or ``"bf16"``
+            (``represent`` under bfloat16 autocast on channels-last images, outputs cast
+            to float32; ~1.8x faster encoding on this CPU). bf16 keeps codes within ~0.4%
+            of their magnitude, but MIG bins each code over its range: where a code's
+            spread is small against its offset, MIG moves (0.047 -> 0.025 measured on a
+            barely trained model), so the fast mode does not use it.
 
     Returns:
         dict ``{name: result dict of that metric, ..., "settings": {...}}``;
@@ -284,6 +305,10 @@ def evaluate(
                      ("score_num_eval", score_num_eval)):
         if not _is_positive_int(val):
             raise ValueError(f"{key} must be an integer >= 1; got {val!r}")
+    if encode_precision not in ("fp32", "bf16"):
+        raise ValueError(f"encode_precision must be 'fp32' or 'bf16'; got {encode_precision!r}")
+    if encode_precision == "bf16":
+        represent = _bf16_represent(represent)
     from .dci import _BACKENDS
 
     if dci_backend not in _BACKENDS:
@@ -307,6 +332,7 @@ def evaluate(
         "dci_backend": dci_backend,
         "score_num_train": int(score_num_train),
         "score_num_eval": int(score_num_eval),
+        "encode_precision": encode_precision,
         "device": str(device) if device is not None else "cpu",
         "num_latents": int(ctx.codes.shape[1]) if ctx._sample is not None else None,
         "versions": _versions(),
