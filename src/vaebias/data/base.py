@@ -170,3 +170,26 @@ def _as_rng(rng) -> np.random.Generator:
     if rng is None or isinstance(rng, (int, np.integer)):
         return np.random.default_rng(rng)
     raise TypeError(f"rng must be a numpy Generator or an int seed, got {type(rng).__name__}")
+
+
+#: Environment variable naming the folder searched for real dataset files.
+DATA_DIR_ENV = "VAEBIAS_DATA_DIR"
+
+
+def find_data_file(candidates: Sequence[str], data_dir=None):
+    """The first of the file names ``candidates`` that exists in ``data_dir``, else in
+    ``$VAEBIAS_DATA_DIR`` if set; None when none exists or no folder is given/set.
+    The file is not validated here. Returns a ``pathlib.Path`` or None."""
+    import os
+    import pathlib
+
+    if data_dir is None:
+        data_dir = os.environ.get(DATA_DIR_ENV) or None
+    if data_dir is None:
+        return None
+    root = pathlib.Path(data_dir).expanduser()
+    for name in candidates:
+        p = root / name
+        if p.is_file():
+            return p
+    return None

@@ -27,7 +27,6 @@ Entry points: :class:`DSpritesRenderer` (no file needed), :class:`DSpritesFile`
 from __future__ import annotations
 
 import math
-import os
 import pathlib
 import zipfile
 import zlib
@@ -35,7 +34,7 @@ import zlib
 import numpy as np
 import torch
 
-from .base import DataError, GroundTruthData
+from .base import DataError, GroundTruthData, find_data_file
 
 __all__ = [
     "FACTOR_NAMES",
@@ -61,7 +60,7 @@ HDF5_NAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.hdf5"
 #: mean pixel value of the real file over all 737,280 images (FACTS §1)
 MEAN_PIXEL = 0.042494
 #: environment variable searched by :func:`find_dsprites_file`
-DATA_DIR_ENV = "VAEBIAS_DATA_DIR"
+
 
 _IMG = 64
 
@@ -563,16 +562,7 @@ def find_dsprites_file(data_dir=None) -> pathlib.Path | None:
         the path of the first existing file, or None (also when no directory is
         given/set or it does not exist). The file is not validated here.
     """
-    if data_dir is None:
-        data_dir = os.environ.get(DATA_DIR_ENV) or None
-    if data_dir is None:
-        return None
-    root = pathlib.Path(data_dir).expanduser()
-    for name in _CANDIDATES:
-        p = root / name
-        if p.is_file():
-            return p
-    return None
+    return find_data_file(_CANDIDATES, data_dir)
 
 
 def load_dsprites(path=None, data_dir=None) -> GroundTruthData:

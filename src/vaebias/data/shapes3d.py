@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import pathlib
 import threading
 
 import numpy as np
 import torch
 
-from .base import DataError, GroundTruthData, as_factor_array
+from .base import DataError, GroundTruthData, as_factor_array, find_data_file
 
 __all__ = [
     "FACTOR_NAMES",
@@ -65,7 +64,7 @@ SHAPE_NAMES: tuple[str, ...] = ("cube", "cylinder", "sphere", "capsule")
 H5_NAME = "3dshapes.h5"
 NUM_IMAGES = 480_000
 #: environment variable searched by :func:`find_shapes3d_file`
-DATA_DIR_ENV = "VAEBIAS_DATA_DIR"
+
 #: constant sky colour of the real images, RGB in [0, 1] (FACTS §1: (153, 226, 249) / 255)
 SKY_RGB: tuple[float, float, float] = (153 / 255, 226 / 255, 249 / 255)
 
@@ -920,16 +919,7 @@ def find_shapes3d_file(data_dir=None) -> pathlib.Path | None:
         the path of the first existing file, or None (also when no directory is
         given/set or it does not exist). The file is not validated here.
     """
-    if data_dir is None:
-        data_dir = os.environ.get(DATA_DIR_ENV) or None
-    if data_dir is None:
-        return None
-    root = pathlib.Path(data_dir).expanduser()
-    for name in _CANDIDATES:
-        p = root / name
-        if p.is_file():
-            return p
-    return None
+    return find_data_file(_CANDIDATES, data_dir)
 
 
 def load_shapes3d(path=None, data_dir=None, *, in_memory: bool = False) -> GroundTruthData:
