@@ -105,6 +105,8 @@ def test_udr_runs_and_cli(tmp_path, toy, capsys):
     assert "modularity_explicitness: modularity" in out and "mig: mig" in out
     assert main(["metrics"]) == 0
     assert "dci" in capsys.readouterr().out.split()
+    assert main(["evaluate", str(tmp_path / "r0"), "--metrics", "nope", "--device", "cpu"]) == 2
+    assert "vaebias: error: unknown metric(s) ['nope']" in capsys.readouterr().err
 
 
 def test_cli_fast_mode_records_its_settings(tmp_path, toy):

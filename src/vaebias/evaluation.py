@@ -58,10 +58,11 @@ def evaluate_run(run_dir: str | os.PathLike, metrics=("mig", "active_units"), *,
 
     Raises:
         RunError: not a trained run, or the run is not finished.
-        ValueError: an unknown metric name or option (the message lists the valid ones).
+        ConfigError (a ValueError): an unknown metric name or option (the message lists the
+            valid ones).
     """
     from vaebias.data import load_dataset
-    from vaebias.errors import RunError
+    from vaebias.errors import ConfigError, RunError
     from vaebias.metrics import available
 
     run_dir = Path(run_dir)
@@ -71,7 +72,7 @@ def evaluate_run(run_dir: str | os.PathLike, metrics=("mig", "active_units"), *,
         metrics = available() if metrics == "all" else (metrics,)
     unknown = [m for m in metrics if m not in available()]
     if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; available: {available()}")
+        raise ConfigError(f"unknown metric(s) {unknown}; available: {available()}")
     dev = resolve_device(device)
     model, record = load_run(run_dir, dev)
     names = [m for m in dict.fromkeys(metrics) if m != "active_units" or getattr(model, "stochastic", False)]
@@ -86,7 +87,7 @@ def evaluate_run(run_dir: str | os.PathLike, metrics=("mig", "active_units"), *,
           if p.kind is inspect.Parameter.KEYWORD_ONLY}
     bad = sorted(set(options) - set(kw))
     if bad:
-        raise ValueError(f"unknown evaluation option(s) {bad}; valid: {sorted(kw)}")
+        raise ConfigError(f"unknown evaluation option(s) {bad}; valid: {sorted(kw)}")
     wanted = {"num_points": num_points, "seed": seed, **kw, **options, "dataset": data.describe()}
     done = old.get("settings_of", {})
 
