@@ -152,3 +152,18 @@ def test_bf16_encoding_stays_close_to_fp32(tmp_path, toy):
     assert b["settings"]["encode_precision"] == "bf16" and a["settings"]["encode_precision"] == "fp32"
     with pytest.raises(ValueError, match="encode_precision"):
         evaluate(toy, rep, ["mig"], num_points=10, encode_precision="fp8")
+
+
+def test_own_dataset_recognised_after_yaml_round_trip(tmp_path):
+    """describe() with tuples (Shapes3D's has them) still counts as the training dataset."""
+
+    class Tupled(ToySquares):
+        def describe(self):
+            return {**super().describe(), "grid": ((0.0, 0.5), (1.0,))}
+
+    data = Tupled(num_positions=8, side=12)
+    cfg = {"model": "ae", "dataset": {"name": "toy", "num_positions": 8}, "train": tiny_train(steps=4)}
+    train(cfg, tmp_path / "r", data=data, progress=False)
+    evaluate_run(tmp_path / "r", ["mig"], data=data, num_points=200, device="cpu")
+    assert (tmp_path / "r" / "metrics.json").exists()
+    assert not list((tmp_path / "r").glob("metrics_on_*.json"))

@@ -76,7 +76,8 @@ def evaluate_run(run_dir: str | os.PathLike, metrics=("mig", "active_units"), *,
     dev = resolve_device(device)
     model, record = load_run(run_dir, dev)
     names = [m for m in dict.fromkeys(metrics) if m != "active_units" or getattr(model, "stochastic", False)]
-    own = data is None or data.describe() == record.get("dataset_info")
+    # config.yaml round-trips describe() through YAML (tuples become lists): compare as JSON.
+    own = data is None or json_roundtrip(data.describe()) == json_roundtrip(record.get("dataset_info"))
     out = run_dir / ("metrics.json" if own else f"metrics_on_{data.name}.json")
     if data is None:
         data = load_dataset(**record["dataset"])
