@@ -155,7 +155,8 @@ def test_bf16_encoding_stays_close_to_fp32(tmp_path, toy):
 
 
 def test_own_dataset_recognised_after_yaml_round_trip(tmp_path):
-    """describe() with tuples (Shapes3D's has them) still counts as the training dataset."""
+    """describe() with tuples (Shapes3D's has them) still counts as the training dataset,
+    for resuming the run and for scoring it."""
 
     class Tupled(ToySquares):
         def describe(self):
@@ -164,6 +165,7 @@ def test_own_dataset_recognised_after_yaml_round_trip(tmp_path):
     data = Tupled(num_positions=8, side=12)
     cfg = {"model": "ae", "dataset": {"name": "toy", "num_positions": 8}, "train": tiny_train(steps=4)}
     train(cfg, tmp_path / "r", data=data, progress=False)
+    train(cfg, tmp_path / "r", data=data, progress=False)  # a rerun is the same configuration
     evaluate_run(tmp_path / "r", ["mig"], data=data, num_points=200, device="cpu")
     assert (tmp_path / "r" / "metrics.json").exists()
     assert not list((tmp_path / "r").glob("metrics_on_*.json"))

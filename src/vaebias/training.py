@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import os
 import time
 from pathlib import Path
@@ -158,7 +159,8 @@ def fit(
     cfg_path = run_dir / "config.yaml"
     if cfg_path.exists():
         old = read_yaml(cfg_path)
-        if old != record:
+        # compare as JSON: YAML turns tuples (e.g. in describe()) into lists
+        if json.loads(json.dumps(old)) != json.loads(json.dumps(record)):
             raise RunError(
                 f"{cfg_path} holds a different configuration; use a new output folder "
                 f"or delete {str(run_dir)!r} to start over"
