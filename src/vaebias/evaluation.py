@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from vaebias.io import read_json, versions, write_json
+from vaebias.io import as_plain, read_json, versions, write_json
 from vaebias.metrics import evaluate
 from vaebias.training import is_finished, load_run, resolve_device
 
@@ -77,7 +77,7 @@ def evaluate_run(run_dir: str | os.PathLike, metrics=("mig", "active_units"), *,
     model, record = load_run(run_dir, dev)
     names = [m for m in dict.fromkeys(metrics) if m != "active_units" or getattr(model, "stochastic", False)]
     # config.yaml round-trips describe() through YAML (tuples become lists): compare as JSON.
-    own = data is None or json_roundtrip(data.describe()) == json_roundtrip(record.get("dataset_info"))
+    own = data is None or as_plain(data.describe()) == as_plain(record.get("dataset_info"))
     out = run_dir / ("metrics.json" if own else f"metrics_on_{data.name}.json")
     if data is None:
         data = load_dataset(**record["dataset"])
@@ -94,7 +94,7 @@ def evaluate_run(run_dir: str | os.PathLike, metrics=("mig", "active_units"), *,
 
     def same(name):
         prev = done.get(name)
-        return prev is not None and {k: prev.get(k) for k in wanted} == json_roundtrip(wanted)
+        return prev is not None and {k: prev.get(k) for k in wanted} == as_plain(wanted)
 
     todo = names if overwrite else [m for m in names if m not in old or not same(m)]
     if not todo:
@@ -114,12 +114,6 @@ def evaluate_run(run_dir: str | os.PathLike, metrics=("mig", "active_units"), *,
     write_json(out, merged)
     return merged
 
-
-def json_roundtrip(obj):
-    """``obj`` as it reads back from JSON (tuples become lists), for comparing settings."""
-    import json
-
-    return json.loads(json.dumps(obj))
 
 
 def udr_runs(run_dirs, out: str | os.PathLike, *, data=None, num_points: int = 1000, seed: int = 0,

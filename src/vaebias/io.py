@@ -21,6 +21,7 @@ __all__ = [
     "read_json",
     "write_yaml",
     "read_yaml",
+    "as_plain",
     "versions",
     "ensure_writable_dir",
 ]
@@ -84,6 +85,12 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def as_plain(obj: Any) -> Any:
+    """``obj`` as it reads back from a JSON or YAML file (tuples become lists, numpy
+    scalars become numbers): compare recorded settings or configurations this way."""
+    return json.loads(json.dumps(obj, default=_json_default))
 
 
 def _git_commit() -> str | None:

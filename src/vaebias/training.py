@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import os
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from tqdm.auto import tqdm
 from vaebias.config import TrainConfig, check, from_dict, to_dict
 from vaebias.data.samplers import UniformSampler
 from vaebias.errors import ConfigError, RunError
-from vaebias.io import atomic_path, ensure_writable_dir, read_yaml, versions, write_json, write_yaml
+from vaebias.io import as_plain, atomic_path, ensure_writable_dir, read_yaml, versions, write_json, write_yaml
 
 __all__ = [
     "RunConfig",
@@ -159,8 +158,8 @@ def fit(
     cfg_path = run_dir / "config.yaml"
     if cfg_path.exists():
         old = read_yaml(cfg_path)
-        # compare as JSON: YAML turns tuples (e.g. in describe()) into lists
-        if json.loads(json.dumps(old)) != json.loads(json.dumps(record)):
+        # compare as plain data: YAML turns tuples (e.g. in describe()) into lists
+        if as_plain(old) != as_plain(record):
             raise RunError(
                 f"{cfg_path} holds a different configuration; use a new output folder "
                 f"or delete {str(run_dir)!r} to start over"
