@@ -10,7 +10,8 @@ with the largest difference from the straightforward numbers.
 
 Part 2, a trained dSprites model: the whole suite (MIG, SAP, DCI,
 modularity/explicitness, FactorVAE and BetaVAE scores) through
-``vaebias.metrics.evaluate`` in fast mode (``FAST`` below) and, with
+``vaebias.metrics.evaluate`` in fast mode (``FAST`` below: DCI's hist backend, the
+scores' batches drawn from the encoded shared and test samples) and, with
 ``--reference-suite``, in parity mode at disentanglement_lib's sizes. The
 straightforward FactorVAE/BetaVAE scores (one encoder call per 64-image batch) are
 timed on ``--baseline-votes`` votes and scaled linearly to the reference's 15,000.

@@ -116,13 +116,20 @@ def test_cli_fast_mode_records_its_settings(tmp_path, toy):
     cfg = {"model": "ae", "dataset": {"name": "toy", "num_positions": 8}, "train": tiny_train(steps=6)}
     train(cfg, tmp_path / "r", data=toy, progress=False)
     assert main(["evaluate", str(tmp_path / "r"), "--fast", "--metrics", "dci", "factor_vae_score",
-                 "--num-points", "400", "--num-test", "200", "--score-num-eval", "100",
+                 "--num-points", "800", "--num-test", "400", "--score-num-eval", "100",
                  "--device", "cpu"]) == 0
     got = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert got["settings_of"]["dci"]["dci_backend"] == "hist"
-    assert got["settings_of"]["factor_vae_score"]["score_num_train"] == FAST_MODE["score_num_train"]
+    assert got["settings_of"]["factor_vae_score"]["score_sampling"] == FAST_MODE["score_sampling"] == "pool"
+    assert got["factor_vae_score"]["settings"]["pool_size"] == 1200  # shared + test samples
     assert got["settings_of"]["factor_vae_score"]["score_num_eval"] == 100  # explicit option wins
     assert got["factor_vae_score"]["settings"]["num_eval"] == 100
+    assert main(["evaluate", str(tmp_path / "r"), "--fast", "--score-sampling", "fresh", "--metrics",
+                 "factor_vae_score", "--num-points", "800", "--num-test", "400", "--score-num-train", "50",
+                 "--score-num-eval", "20", "--device", "cpu"]) == 0
+    got = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert "pool_size" not in got["factor_vae_score"]["settings"]
+    assert got["settings_of"]["factor_vae_score"]["score_sampling"] == "fresh"
     assert 0 <= got["dci"]["disentanglement"] <= 1
 
 

@@ -89,8 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="votes training the FactorVAE/BetaVAE scores' classifiers (default 10,000)")
     e.add_argument("--score-num-eval", type=_positive_int, default=None,
                    help="votes evaluating them (default 5,000)")
+    e.add_argument("--score-sampling", choices=["fresh", "pool"], default=None,
+                   help="fresh (default): the scores encode new images for every vote, as the reference; "
+                        "pool: their batches are drawn from the shared and test samples' codes")
     e.add_argument("--fast", action="store_true",
-                   help="fast mode: DCI's hist backend and 1,000/500 score votes (explicit options win)")
+                   help="fast mode: DCI's hist backend and pool sampling for the FactorVAE/BetaVAE scores "
+                        "(explicit options win)")
     e.add_argument("--overwrite", action="store_true", help="recompute metrics already recorded")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto")
@@ -157,7 +161,8 @@ def _run(args) -> int:
         opts = dict(FAST_MODE) if args.fast else {}
         opts.update({k: v for k, v in (("dci_backend", args.dci_backend),
                                        ("score_num_train", args.score_num_train),
-                                       ("score_num_eval", args.score_num_eval)) if v is not None})
+                                       ("score_num_eval", args.score_num_eval),
+                                       ("score_sampling", args.score_sampling)) if v is not None})
         res = evaluate_run(args.run_dir, names, data=data, num_points=args.num_points, seed=args.seed,
                            device=args.device, overwrite=args.overwrite, num_test=args.num_test, **opts)
         for name, val in res.items():

@@ -16,7 +16,9 @@ entropy part alone is :func:`dci_from_importances`) and
 Sampling-level metrics draw their own fixed-factor batches from a dataset:
 :func:`factor_vae_score` (Kim & Mnih 2018), :func:`beta_vae_score` (Higgins et al.
 2017) and, across several models on the same inputs, :func:`udr_score` / :func:`udr`
-(Duan et al. 2020).
+(Duan et al. 2020). :func:`factor_vae_score_from_pool` and
+:func:`beta_vae_score_from_pool` draw the two scores' batches from already encoded
+points instead (:mod:`vaebias.metrics.pool`; the fast mode of :func:`evaluate`).
 
 :func:`evaluate` samples a dataset, encodes it and runs metrics chosen by name from
 the registry below. A new metric plugs in with::
@@ -31,10 +33,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .active_units import active_units
-from .beta_vae_score import _beta_vae_metric, beta_vae_score
+from .beta_vae_score import _beta_vae_metric, beta_vae_score, beta_vae_score_from_pool
 from .dci import _dci_metric, dci, dci_from_importances
 from .evaluate import EvalContext, _active_units_metric, _mig_metric, evaluate
-from .factor_vae_score import _factor_vae_metric, factor_vae_score
+from .factor_vae_score import _factor_vae_metric, factor_vae_score, factor_vae_score_from_pool
 from .mig import discretize, mig, mutual_information_matrix
 from .modularity import _modularity_explicitness_metric, modularity_explicitness
 from .sap import _sap_metric, sap
@@ -46,11 +48,13 @@ __all__ = [
     "active_units",
     "available",
     "beta_vae_score",
+    "beta_vae_score_from_pool",
     "dci",
     "dci_from_importances",
     "discretize",
     "evaluate",
     "factor_vae_score",
+    "factor_vae_score_from_pool",
     "mig",
     "modularity_explicitness",
     "mutual_information_matrix",

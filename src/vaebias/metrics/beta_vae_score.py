@@ -46,7 +46,7 @@ from .factor_vae_score import (
 )
 from .mig import _to_numpy
 
-__all__ = ["beta_vae_accuracy", "beta_vae_features", "beta_vae_score"]
+__all__ = ["beta_vae_accuracy", "beta_vae_features", "beta_vae_score", "beta_vae_score_from_pool"]
 
 
 # ------------------------------------------------------------ array-level core
@@ -222,8 +222,79 @@ def beta_vae_score(data, represent: Callable, *, random_state=0, batch_size: int
     return acc
 
 
+def beta_vae_score_from_pool(codes, factors, *, random_state=0, batch_size: int = 64,
+                             num_train: int = 10_000, num_eval: int = 5_000,
+                             classifier_seed: int = 0) -> dict:
+    """BetaVAE score with the pairs drawn from an encoded pool (no encoding).
+
+    The procedure of :func:`beta_vae_score` on the pool's empirical distribution
+    (:mod:`vaebias.metrics.pool`): a point picks a factor ``k`` uniformly among the
+    factors that vary in the pool; each of its ``batch_size`` pairs is a pool row drawn
+    uniformly with replacement and a second row drawn uniformly with replacement among
+    the pool rows sharing the first's value of ``k``.
+
+    Draw order (one generator ``rng``), for the training and then the evaluation points:
+    ``k = varying[rng.integers(0, V, n)]``, ``first = rng.integers(0, N, (n, batch_size))``,
+    then ``rng.random((n, batch_size))`` for the second rows.
+
+    Args:
+        codes: real array (N, d): the pool's codes.
+        factors: int array (N, K): the pool's factor rows, uniformly drawn.
+        random_state, batch_size, num_train, num_eval, classifier_seed: as in
+            :func:`beta_vae_score`.
+
+    Returns:
+        the dict of :func:`beta_vae_score`; ``"settings"`` adds ``"sampling": "pool"`` and
+        ``"pool_size"``.
+
+    Raises:
+        ValueError: a bad size, a malformed pool, fewer than two factors varying in the
+            pool, a value of a varying factor held by fewer than ``batch_size`` pool rows.
+    """
+    import sklearn
+
+    from .pool import ValueGroups, check_pool
+
+    batch_size = _check_int(batch_size, "batch_size", 1)
+    num_train = _check_int(num_train, "num_train", 1)
+    num_eval = _check_int(num_eval, "num_eval", 1)
+    classifier_seed = _check_int(classifier_seed, "classifier_seed", 0)
+    c, f = check_pool(codes, factors)
+    groups = ValueGroups(f, batch_size)
+    varying = groups.varying
+    if varying.size < 2:
+        raise ValueError(f"the BetaVAE score needs at least two factors that vary in the pool; "
+                         f"only factor {varying.tolist()} does")
+    rng = _as_generator(random_state)
+
+    def points(n):
+        _, k = _draw_factor_index(rng, varying, n)
+        first = rng.integers(0, c.shape[0], size=(n, batch_size))
+        second = groups.same_value(rng, k, first)
+        feats = [beta_vae_features(c[first[s:s + 2000]], c[second[s:s + 2000]])
+                 for s in range(0, n, 2000)]  # bounded memory
+        return np.concatenate(feats), k
+
+    x_train, y_train = points(num_train)
+    x_eval, y_eval = points(num_eval)
+    acc = beta_vae_accuracy(x_train, y_train, x_eval, y_eval, classifier_seed=classifier_seed)
+    acc["voted_factors"] = varying.tolist()
+    acc["settings"] = {"batch_size": batch_size, "num_train": num_train, "num_eval": num_eval,
+                       "classifier_seed": classifier_seed, "sklearn": sklearn.__version__,
+                       "sampling": "pool", "pool_size": int(c.shape[0])}
+    return acc
+
+
 def _beta_vae_metric(ctx) -> dict:
-    """Registry adapter: defaults of disentanglement_lib, draws from ``ctx.rng(3)``."""
+    """Registry adapter: defaults of disentanglement_lib, draws from ``ctx.rng(3)``; with
+    ``ctx.score_sampling == "pool"`` from the shared and test samples' codes."""
+    if ctx.score_sampling == "pool":
+        from .factor_vae_score import _pool
+
+        codes, factors = _pool(ctx)
+        return beta_vae_score_from_pool(codes, factors, random_state=ctx.rng(3),
+                                        num_train=ctx.score_num_train,
+                                        num_eval=ctx.score_num_eval)
     return beta_vae_score(ctx.data, ctx.represent, random_state=ctx.rng(3), device=ctx.device,
                           encode_batch=ctx.batch_size, num_train=ctx.score_num_train,
                           num_eval=ctx.score_num_eval)

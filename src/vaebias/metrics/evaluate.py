@@ -30,10 +30,15 @@ __all__ = ["EvalContext", "evaluate"]
 
 #: The fast mode's settings of :func:`evaluate` (``vaebias evaluate --fast``): DCI's
 #: histogram backend (D and C within 0.01 of the reference's on ``tests/test_gbt.py``'s
-#: fixtures) and 1/10 of the reference's votes for the FactorVAE and BetaVAE scores
-#: (their cost is almost all encoding 64 or 128 images per vote; the accuracies then
-#: carry a sampling standard error of at most 0.5/sqrt(500) = 0.022 instead of 0.007).
-FAST_MODE = {"dci_backend": "hist", "score_num_train": 1_000, "score_num_eval": 500}
+#: fixtures) and pool sampling for the FactorVAE and BetaVAE scores, at the reference's
+#: vote counts: their batches come from the already encoded shared and test samples
+#: (:mod:`vaebias.metrics.pool`) instead of ~2.9 million freshly encoded images. On
+#: ``tests/test_metrics_sampling.py``'s fixtures pool accuracies lie within 0.02 of fresh
+#: sampling's mean over seeds (fresh sampling itself spreads by ~0.01 between seeds).
+FAST_MODE = {"dci_backend": "hist", "score_sampling": "pool"}
+
+#: values of :func:`evaluate`'s ``score_sampling``
+SCORE_SAMPLING = ("fresh", "pool")
 
 
 def _bf16_represent(represent: Callable) -> Callable:
@@ -61,12 +66,13 @@ class EvalContext:
         data: the :class:`vaebias.data.base.GroundTruthData` dataset.
         represent: the callable images -> codes (or (mean, variance)).
         num_points, seed, batch_size, device, num_bins, active_threshold, num_test,
-            dci_backend, score_num_train, score_num_eval: the settings of :func:`evaluate`.
+            dci_backend, score_num_train, score_num_eval, score_sampling: the settings of
+            :func:`evaluate`.
     """
 
     def __init__(self, data, represent, *, num_points, seed, batch_size, device, num_bins,
                  active_threshold, num_test=5_000, dci_backend="sklearn", score_num_train=10_000,
-                 score_num_eval=5_000):
+                 score_num_eval=5_000, score_sampling="fresh"):
         self.data = data
         self.represent = represent
         self.num_points = num_points
@@ -79,6 +85,7 @@ class EvalContext:
         self.dci_backend = dci_backend
         self.score_num_train = score_num_train
         self.score_num_eval = score_num_eval
+        self.score_sampling = score_sampling
         self._sample = None
         self._test_sample = None
 
@@ -219,6 +226,7 @@ def evaluate(
     dci_backend: str = "sklearn",
     score_num_train: int = 10_000,
     score_num_eval: int = 5_000,
+    score_sampling: str = "fresh",
     encode_precision: str = "fp32",
 ) -> dict:
     """Score a representation on a ground-truth dataset, the disentanglement_lib way.
@@ -262,7 +270,13 @@ def evaluate(
             ``vaebias.metrics.dci._BACKENDS``; ``"sklearn"`` = parity mode).
         score_num_train, score_num_eval: votes (FactorVAE) or points (BetaVAE) that train
             and evaluate the two scores' classifiers (disentanglement_lib: 10,000 and
-            5,000); each costs 64 (FactorVAE) or 128 (BetaVAE) encoded images.
+            5,000); each costs 64 (FactorVAE) or 128 (BetaVAE) encoded images with
+            ``score_sampling="fresh"``.
+        score_sampling: ``"fresh"`` (the reference: every vote renders and encodes new
+            images, drawn with ``rng(2)`` / ``rng(3)``) or ``"pool"`` (the votes' batches
+            are drawn from the shared and test samples' codes, see
+            :mod:`vaebias.metrics.pool`; no extra encoding; needs every value of every
+            varying factor at least 64 times in the ``num_points + num_test`` pool).
         encode_precision: ``"fp32"`` (default: ``represent`` as given) or ``"bf16"``
             (``represent`` under bfloat16 autocast on channels-last images, outputs cast
             to float32; ~1.8x faster encoding on this CPU). bf16 keeps codes within ~0.4%
@@ -274,7 +288,7 @@ def evaluate(
         dict ``{name: result dict of that metric, ..., "settings": {...}}``;
         ``settings`` records metrics, num_points, seed, batch_size, num_bins,
         active_threshold, num_test, dci_backend, score_num_train, score_num_eval,
-        device, num_latents, the dataset's
+        score_sampling, encode_precision, device, num_latents, the dataset's
         ``describe()`` (if available) and library versions (sklearn's MI changed
         between versions).
 
@@ -305,6 +319,8 @@ def evaluate(
                      ("score_num_eval", score_num_eval)):
         if not _is_positive_int(val):
             raise ValueError(f"{key} must be an integer >= 1; got {val!r}")
+    if score_sampling not in SCORE_SAMPLING:
+        raise ValueError(f"score_sampling must be one of {SCORE_SAMPLING}; got {score_sampling!r}")
     if encode_precision not in ("fp32", "bf16"):
         raise ValueError(f"encode_precision must be 'fp32' or 'bf16'; got {encode_precision!r}")
     if encode_precision == "bf16":
@@ -318,7 +334,7 @@ def evaluate(
         data, represent, num_points=int(num_points), seed=seed, batch_size=int(batch_size),
         device=device, num_bins=num_bins, active_threshold=active_threshold,
         num_test=int(num_test), dci_backend=dci_backend, score_num_train=int(score_num_train),
-        score_num_eval=int(score_num_eval),
+        score_num_eval=int(score_num_eval), score_sampling=score_sampling,
     )
     results = {name: METRICS[name](ctx) for name in names}
     settings = {
@@ -332,6 +348,7 @@ def evaluate(
         "dci_backend": dci_backend,
         "score_num_train": int(score_num_train),
         "score_num_eval": int(score_num_eval),
+        "score_sampling": score_sampling,
         "encode_precision": encode_precision,
         "device": str(device) if device is not None else "cpu",
         "num_latents": int(ctx.codes.shape[1]) if ctx._sample is not None else None,

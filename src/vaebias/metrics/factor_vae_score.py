@@ -49,7 +49,8 @@ import numpy as np
 
 from .mig import _check_codes, _to_numpy
 
-__all__ = ["factor_vae_accuracy", "factor_vae_score", "factor_vae_votes", "prune_dims"]
+__all__ = ["factor_vae_accuracy", "factor_vae_score", "factor_vae_score_from_pool", "factor_vae_votes",
+           "prune_dims"]
 
 #: images per ``represent`` call in the sampling functions (100 vote batches of 64)
 DEFAULT_ENCODE_BATCH = 6400
@@ -403,8 +404,95 @@ def factor_vae_score(data, represent: Callable, *, random_state=0, batch_size: i
     return out
 
 
+def factor_vae_score_from_pool(codes, factors, *, random_state=0, batch_size: int = 64,
+                               num_train: int = 10_000, num_eval: int = 5_000,
+                               prune_threshold: float = 0.05) -> dict:
+    """FactorVAE score with the vote batches drawn from an encoded pool (no encoding).
+
+    The procedure of :func:`factor_vae_score` on the pool's empirical distribution
+    (:mod:`vaebias.metrics.pool`): the global variances are those of all pool codes
+    (``ddof=1``); a vote picks a factor ``k`` uniformly among the factors that vary in
+    the pool, an anchor row uniformly, and ``batch_size - 1`` rows uniformly with
+    replacement among the pool rows sharing the anchor's value of ``k``.
+
+    Draw order (one generator ``rng``), for the training and then the evaluation votes:
+    ``pos = rng.integers(0, V, n)`` (``k = varying[pos]``), ``anchors =
+    rng.integers(0, N, n)``, then ``rng.random((n, batch_size - 1))`` for the other rows.
+
+    Args:
+        codes: real array (N, d): the pool's codes (for a VAE the encoder means).
+        factors: int array (N, K): the pool's factor rows, uniformly drawn.
+        random_state: int seed, None or ``numpy.random.Generator`` (used in place).
+        batch_size, num_train, num_eval, prune_threshold: as in :func:`factor_vae_score`.
+
+    Returns:
+        the dict of :func:`factor_vae_score`; ``"settings"`` adds ``"sampling": "pool"``
+        and ``"pool_size"``; ``num_variance_estimate`` is the pool size.
+
+    Raises:
+        ValueError: a bad size or threshold, a malformed pool, a value of a varying
+            factor held by fewer than ``batch_size`` pool rows.
+    """
+    from .pool import ValueGroups, check_pool
+
+    batch_size = _check_int(batch_size, "batch_size", 2)
+    num_train = _check_int(num_train, "num_train", 1)
+    num_eval = _check_int(num_eval, "num_eval", 1)
+    prune_dims(np.zeros(0), prune_threshold)  # validates the threshold
+    c, f = check_pool(codes, factors)
+    groups = ValueGroups(f, batch_size)
+    varying = groups.varying
+    rng = _as_generator(random_state)
+    global_variances = np.var(c, axis=0, ddof=1)
+    active = prune_dims(global_variances, prune_threshold)
+    settings = {
+        "batch_size": batch_size, "num_train": num_train, "num_eval": num_eval,
+        "num_variance_estimate": int(c.shape[0]), "prune_threshold": float(prune_threshold),
+        "sampling": "pool", "pool_size": int(c.shape[0]),
+    }
+    out = {
+        "train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": int(active.sum()),
+        "active_dims": active.tolist(), "global_variances": global_variances.tolist(),
+        "classifier": [], "train_votes": [], "eval_votes": [],
+        "voted_factors": varying.tolist(), "settings": settings,
+    }
+    if not active.any():
+        return out
+
+    def votes(n):
+        pos, k = _draw_factor_index(rng, varying, n)
+        anchors = rng.integers(0, c.shape[0], size=n)
+        others = groups.same_value(rng, k, np.repeat(anchors[:, None], batch_size - 1, axis=1))
+        rows = np.concatenate([anchors[:, None], others], axis=1)  # (n, B)
+        table = np.zeros((varying.size, c.shape[1]), dtype=np.int64)
+        for s in range(0, n, 2000):  # bounded memory: 2000 x B x d codes at a time
+            table += factor_vae_votes(c[rows[s:s + 2000]], pos[s:s + 2000], global_variances,
+                                      varying.size, threshold=prune_threshold)
+        return table
+
+    train_votes = votes(num_train)
+    eval_votes = votes(num_eval)
+    acc = factor_vae_accuracy(train_votes, eval_votes)
+    out.update(train_accuracy=acc["train_accuracy"], eval_accuracy=acc["eval_accuracy"],
+               classifier=varying[acc["classifier"]].tolist(), train_votes=train_votes.tolist(),
+               eval_votes=eval_votes.tolist())
+    return out
+
+
+def _pool(ctx):
+    """The pool of an evaluation: the shared sample and the test sample, (codes, factors)."""
+    return (np.concatenate([ctx.codes, ctx.test_codes]).astype(np.float64, copy=False),
+            np.concatenate([ctx.factors, ctx.test_factors]))
+
+
 def _factor_vae_metric(ctx) -> dict:
-    """Registry adapter: defaults of disentanglement_lib, draws from ``ctx.rng(2)``."""
+    """Registry adapter: defaults of disentanglement_lib, draws from ``ctx.rng(2)``; with
+    ``ctx.score_sampling == "pool"`` from the shared and test samples' codes."""
+    if ctx.score_sampling == "pool":
+        codes, factors = _pool(ctx)
+        return factor_vae_score_from_pool(codes, factors, random_state=ctx.rng(2),
+                                          num_train=ctx.score_num_train,
+                                          num_eval=ctx.score_num_eval)
     return factor_vae_score(ctx.data, ctx.represent, random_state=ctx.rng(2), device=ctx.device,
                             encode_batch=ctx.batch_size, num_train=ctx.score_num_train,
                             num_eval=ctx.score_num_eval)
