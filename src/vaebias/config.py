@@ -114,6 +114,10 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+#: values of :attr:`TrainConfig.precision`
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Settings of the one training loop (disentanglement_lib defaults, FACTS §3).
@@ -128,6 +132,15 @@ class TrainConfig:
         device: "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
         checkpoint_every: steps between atomic checkpoints (> 0).
         log_every: steps between rows of ``train_log.csv`` (> 0).
+        precision: "fp32" (default) or "bf16": the models' forward passes under
+            ``torch.autocast`` with bfloat16 (losses are computed in float32; the
+            parameters and optimiser states stay float32). Needs a device with bf16
+            support (CPUs with AVX512-BF16 or AMX run it natively; CUDA: compute
+            capability >= 8.0). See ``benchmarks/train_throughput.py`` for speed and for
+            the loss curve against fp32.
+        channels_last: convolution weights and images in channels-last memory layout.
+        fused_adam: Adam's fused single-kernel step (same update rule, float rounding differs).
+        compile: ``torch.compile`` the model's submodules in place (``nn.Module.compile``).
     """
 
     steps: int = 300_000
@@ -139,6 +152,16 @@ class TrainConfig:
     device: str = "auto"
     checkpoint_every: int = 1000
     log_every: int = 100
+    precision: str = "fp32"
+    channels_last: bool = False
+    fused_adam: bool = False
+    compile: bool = False
+
+    @classmethod
+    def fast(cls, **kw) -> TrainConfig:
+        """The fast training step: bf16 autocast, channels-last layout and fused Adam
+        (``vaebias train --fast``); keyword arguments override any field."""
+        return cls(**{"precision": "bf16", "channels_last": True, "fused_adam": True, **kw})
 
     def __post_init__(self):
         check(self.steps > 0, "steps", self.steps, "an integer > 0")
@@ -151,6 +174,10 @@ class TrainConfig:
         self.adam_betas = tuple(self.adam_betas)
         check(self.checkpoint_every > 0, "checkpoint_every", self.checkpoint_every, "an integer > 0")
         check(self.log_every > 0, "log_every", self.log_every, "an integer > 0")
+        check(self.precision in PRECISIONS, "precision", self.precision,
+              " or ".join(repr(p) for p in PRECISIONS))
+        for name in ("channels_last", "fused_adam", "compile"):
+            check(isinstance(getattr(self, name), bool), name, getattr(self, name), "true or false")
         check(
             self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
             "device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'",

@@ -159,7 +159,7 @@ def fit(
     if cfg_path.exists():
         old = read_yaml(cfg_path)
         # compare as plain data: YAML turns tuples (e.g. in describe()) into lists
-        if as_plain(old) != as_plain(record):
+        if not _same_record(old, record):
             raise RunError(
                 f"{cfg_path} holds a different configuration; use a new output folder "
                 f"or delete {str(run_dir)!r} to start over"
@@ -172,6 +172,7 @@ def fit(
     torch.manual_seed(cfg.seed)  # re-seeded so the model's RNG state is the run's own
     rng = np.random.default_rng(cfg.seed)
     model.to(device)
+    layout = _apply_speed_settings(model, cfg, device)
     optimizers = model.configure_optimizers(cfg)
 
     step, resumed_from = 0, None
@@ -223,6 +224,9 @@ def fit(
     try:
         while step < cfg.steps:
             batch = sampler.sample(cfg.batch_size, rng, device)
+            if layout is not None:
+                batch = {k: v.contiguous(memory_format=layout) if torch.is_tensor(v) and v.dim() == 4 else v
+                         for k, v in batch.items()}
             terms = model.training_step(batch, optimizers)
             step += 1
             for k, v in terms.items():
@@ -250,6 +254,44 @@ def fit(
     finally:
         bar.close()
     return {"step": step, "resumed_from": resumed_from, "last": rows[-1] if rows else {}}
+
+
+def _apply_speed_settings(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
+    """Apply ``cfg``'s precision, layout and compile settings to ``model`` (in place).
+
+    Returns the memory format the batches' images must take (``torch.channels_last``)
+    or None.
+
+    Raises:
+        ConfigError: ``precision="bf16"`` on a CUDA device without bfloat16 support.
+    """
+    if cfg.precision == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError(f"precision = 'bf16': {torch.cuda.get_device_name(device)} has no "
+                              f"bfloat16 support; use precision 'fp32'")
+        model.autocast_dtype = torch.bfloat16
+    else:
+        model.autocast_dtype = None
+    layout = None
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+        layout = torch.channels_last
+    if cfg.compile:
+        for child in model.children():
+            child.compile()  # in place: state_dict keys unchanged
+    return layout
+
+
+def _same_record(old: dict, new: dict) -> bool:
+    """Whether a saved ``config.yaml`` describes the run of ``new``: compared as plain
+    data, after filling in the TrainConfig fields added since the old file was written."""
+    old = dict(old)
+    if isinstance(old.get("train"), dict):
+        try:
+            old["train"] = to_dict(from_dict(TrainConfig, old["train"]))
+        except ConfigError:
+            return False
+    return as_plain(old) == as_plain(new)
 
 
 def _defaults_key(data) -> str:

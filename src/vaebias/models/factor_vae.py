@@ -63,7 +63,13 @@ from torch import nn
 
 from vaebias.config import check
 from vaebias.models import register
-from vaebias.models.base import GaussianVAE, bernoulli_reconstruction, gaussian_kl, reparameterize
+from vaebias.models.base import (
+    GaussianVAE,
+    adam_options,
+    bernoulli_reconstruction,
+    gaussian_kl,
+    reparameterize,
+)
 
 __all__ = ["FactorVAE", "Discriminator", "permute_dims"]
 
@@ -197,10 +203,12 @@ class FactorVAE(GaussianVAE):
             "main": torch.optim.Adam(
                 self.vae_parameters(), lr=train_config.lr,
                 betas=tuple(train_config.adam_betas), eps=train_config.adam_eps,
+                **adam_options(train_config),
             ),
             "discriminator": torch.optim.Adam(
                 self.discriminator.parameters(), lr=self.config.discriminator_lr,
                 betas=tuple(self.config.discriminator_betas), eps=1e-8,
+                **adam_options(train_config),
             ),
         }
 
@@ -209,7 +217,8 @@ class FactorVAE(GaussianVAE):
 
         # (a) VAE step: D frozen, so only encoder/decoder receive gradients (D's
         # gradients from the previous step are cleared too: D has none here).
-        terms, z = self._vae_terms(batch["images"])
+        with self.autocast():
+            terms, z = self._vae_terms(batch["images"])
         vae_opt.zero_grad(set_to_none=True)
         disc_opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
@@ -217,7 +226,8 @@ class FactorVAE(GaussianVAE):
 
         # (b) discriminator step on detached codes: the encoder/decoder get nothing.
         z = z.detach()
-        disc_loss = self.discriminator_loss(z, permute_dims(z))
+        with self.autocast():
+            disc_loss = self.discriminator_loss(z, permute_dims(z))
         disc_opt.zero_grad(set_to_none=True)
         disc_loss.backward()
         disc_opt.step()

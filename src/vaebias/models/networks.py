@@ -41,7 +41,7 @@ class ConvEncoder(nn.Module):
         self.latent_dim = latent_dim
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.heads(self.features(x))
+        out = self.heads(self.features(x)).float()  # float32 even under autocast: losses need it
         return tuple(out.split(self.latent_dim, dim=1))
 
 
@@ -62,4 +62,4 @@ class ConvDecoder(nn.Module):
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+        return self.net(z).float()  # float32 logits even under autocast

@@ -88,7 +88,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from vaebias.config import check
 from vaebias.models import register
-from vaebias.models.base import Model
+from vaebias.models.base import Model, adam_options
 
 __all__ = ["WeakGAN", "ProjectionDiscriminator", "Generator", "feature_extractor", "gaussian_nll"]
 
@@ -357,7 +357,8 @@ class WeakGAN(Model):
         """``"dis"``: Adam over D; ``"gen_enc"``: Adam over G and E. Both use the
         model Config's lr/betas/eps (Shu et al.), not ``train_config``'s."""
         cfg = self.config
-        kw = {"lr": cfg.lr, "betas": tuple(cfg.adam_betas), "eps": cfg.adam_eps}
+        kw = {"lr": cfg.lr, "betas": tuple(cfg.adam_betas), "eps": cfg.adam_eps,
+              **adam_options(train_config)}
         gen_enc = list(self.generator.parameters()) + list(self.encoder.parameters())
         return {
             "dis": torch.optim.Adam(self.discriminator.parameters(), **kw),
@@ -370,7 +371,8 @@ class WeakGAN(Model):
         G and E parameters are untouched; the generator's batch-norm running
         statistics (buffers, used only in eval mode) do move, as G runs in training
         mode to make the fakes D must judge."""
-        dis = self._discriminator_loss(batch)
+        with self.autocast():
+            dis = self._discriminator_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         dis.backward()
         optimizer.step()
@@ -378,7 +380,8 @@ class WeakGAN(Model):
 
     def generator_encoder_step(self, batch: dict, optimizer: torch.optim.Optimizer) -> dict[str, float]:
         """One Adam step of G and E on L_G + L_E with D frozen: ``{"gen", "enc", "enc_mse"}``."""
-        terms = self._generator_encoder_loss(batch)
+        with self.autocast():
+            terms = self._generator_encoder_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         (terms["gen"] + terms["enc"]).backward()
         optimizer.step()
