@@ -35,7 +35,9 @@ from vaebias.io import as_plain, atomic_path, ensure_writable_dir, read_yaml, ve
 
 __all__ = [
     "RunConfig",
+    "build_run",
     "fit",
+    "open_run_dir",
     "train",
     "load_run",
     "resolve_device",
@@ -154,19 +156,7 @@ def fit(
         RunError: the directory is unwritable or belongs to a different config.
     """
     cfg = train_config
-    run_dir = ensure_writable_dir(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if cfg_path.exists():
-        old = read_yaml(cfg_path)
-        # compare as plain data: YAML turns tuples (e.g. in describe()) into lists
-        if not _same_record(old, record):
-            raise RunError(
-                f"{cfg_path} holds a different configuration; use a new output folder "
-                f"or delete {str(run_dir)!r} to start over"
-            )
-    else:
-        write_yaml(cfg_path, record)
-        write_json(run_dir / "versions.json", versions())
+    run_dir = open_run_dir(run_dir, record)
 
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)  # re-seeded so the model's RNG state is the run's own
@@ -256,6 +246,28 @@ def fit(
     return {"step": step, "resumed_from": resumed_from, "last": rows[-1] if rows else {}}
 
 
+def open_run_dir(run_dir: str | os.PathLike, record: dict) -> Path:
+    """Create ``run_dir`` with ``config.yaml`` (``record``) and ``versions.json``, or check
+    that an existing one holds the same configuration.
+
+    Raises:
+        RunError: the folder is unwritable or its config.yaml describes another run.
+    """
+    run_dir = ensure_writable_dir(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if cfg_path.exists():
+        # compare as plain data: YAML turns tuples (e.g. in describe()) into lists
+        if not _same_record(read_yaml(cfg_path), record):
+            raise RunError(
+                f"{cfg_path} holds a different configuration; use a new output folder "
+                f"or delete {str(run_dir)!r} to start over"
+            )
+    else:
+        write_yaml(cfg_path, record)
+        write_json(run_dir / "versions.json", versions())
+    return run_dir
+
+
 def _apply_speed_settings(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
     """Apply ``cfg``'s precision, layout and compile settings to ``model`` (in place).
 
@@ -321,21 +333,34 @@ def train(config: RunConfig | dict, run_dir: str | os.PathLike, data=None, *, pr
         the trained model (on the training device, in eval mode).
     """
     from vaebias.data import load_dataset
-    from vaebias.models import build_model
 
     if not isinstance(config, RunConfig):
         config = from_dict(RunConfig, config)
     if data is None:
         data = load_dataset(**config.dataset)
+    model, record = build_run(config, data)
+    fit(model, data, run_dir, config.train, record, progress=progress,
+        description=f"{config.model} seed {config.train.seed}", callback=callback)
+    return model.eval()
+
+
+def build_run(config: RunConfig, data) -> tuple[torch.nn.Module, dict]:
+    """The seeded, initialised model of a run and the record its ``config.yaml`` holds.
+
+    The model is built under ``torch.manual_seed(config.train.seed)`` with
+    :func:`vaebias.models.build_model` (latent size = number of ground-truth factors,
+    the dataset's defaults); the record is the config's plain form with the model's
+    full hyperparameters and the dataset's ``describe()``.
+    """
+    from vaebias.models import build_model
+
     torch.manual_seed(config.train.seed)  # seeded initialisation
     model = build_model(config.model, data.observation_shape, data.num_factors,
                         config.model_params, dataset=_defaults_key(data), dataset_size=len(data))
     record = to_dict(config)
     record["model_params"] = to_dict(model.config)
     record["dataset_info"] = data.describe()
-    fit(model, data, run_dir, config.train, record, progress=progress,
-        description=f"{config.model} seed {config.train.seed}", callback=callback)
-    return model.eval()
+    return model, record
 
 
 def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):

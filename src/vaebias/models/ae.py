@@ -20,6 +20,8 @@ from vaebias.models.networks import ConvDecoder, ConvEncoder
 class AE(Model):
     """Deterministic autoencoder; latent size = number of ground-truth factors."""
 
+    ensemble_ok = True
+
     @dataclasses.dataclass
     class Config:
         """No hyperparameters beyond the training config."""

@@ -19,6 +19,7 @@ must not read them).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 from typing import Any, ClassVar
 
@@ -65,9 +66,18 @@ def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return (0.5 * (mean.pow(2) + logvar.exp() - logvar - 1)).mean(0)
 
 
+#: Where :func:`reparameterize` takes its N(0, I) noise from when set: an object with a
+#: method ``draw(like) -> tensor shaped like ``like```` (see :mod:`vaebias.ensemble`, which
+#: feeds every member of a batched ensemble the noise its own seed would have drawn).
+NOISE_FEED: contextvars.ContextVar = contextvars.ContextVar("vaebias_noise_feed", default=None)
+
+
 def reparameterize(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """z = mean + exp(logvar / 2) * N(0, I) noise (torch's global RNG)."""
-    return mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
+    """z = mean + exp(logvar / 2) * N(0, I) noise (torch's global RNG, or the active
+    :data:`NOISE_FEED`)."""
+    feed = NOISE_FEED.get()
+    noise = torch.randn_like(mean) if feed is None else feed.draw(mean)
+    return mean + noise * torch.exp(0.5 * logvar)
 
 
 class Model(nn.Module):
@@ -83,6 +93,10 @@ class Model(nn.Module):
     input_kind: ClassVar[str] = "single"
     #: True when the model has a posterior variance (active units apply)
     stochastic: ClassVar[bool] = False
+    #: True when several seeds can train as one batched ensemble (:mod:`vaebias.ensemble`):
+    #: the default ``training_step`` and optimiser, and no torch randomness other than
+    #: :func:`reparameterize`
+    ensemble_ok: ClassVar[bool] = False
 
     @dataclasses.dataclass
     class Config:

@@ -88,6 +88,8 @@ def total_correlation(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
 class BetaTCVAE(GaussianVAE):
     """β-TC-VAE with latent size = number of ground-truth factors."""
 
+    ensemble_ok = True
+
     @dataclasses.dataclass
     class Config:
         """beta: weight of the TC term is beta − 1 (> 0; 1 is the VAE).

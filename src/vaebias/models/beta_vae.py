@@ -27,6 +27,8 @@ from vaebias.models.base import GaussianVAE, bernoulli_reconstruction, gaussian_
 class BetaVAE(GaussianVAE):
     """β-VAE with latent size = number of ground-truth factors."""
 
+    ensemble_ok = True
+
     @dataclasses.dataclass
     class Config:
         """beta: weight of the KL term (> 0); 1 is the VAE."""

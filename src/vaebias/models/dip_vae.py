@@ -66,6 +66,8 @@ def dip_regularizer(cov: torch.Tensor, lambda_od: float, lambda_d: float) -> tor
 class _DIPVAE(GaussianVAE):
     """Shared body of the two variants; ``dip_type`` selects the covariance."""
 
+    ensemble_ok = True
+
     stochastic = True
     dip_type: ClassVar[str] = ""
 

@@ -91,6 +91,8 @@ def gaussian_entropy(logvar: torch.Tensor) -> torch.Tensor:
 class SlowVAE(GaussianVAE):
     """Slow-VAE with latent size = number of ground-truth factors (module docstring)."""
 
+    ensemble_ok = True
+
     input_kind = "pairs"
     @dataclasses.dataclass
     class Config:

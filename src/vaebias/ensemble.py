@@ -1,0 +1,328 @@
+"""Several seeds (or hyperparameter-free copies) of one model trained as one batched ensemble.
+
+Small conv nets leave a GPU mostly idle at batch 64; M runs of the same model can
+share each step instead. :func:`train_ensemble` stacks the M members' parameters
+(``torch.func.stack_module_state``) and runs their loss under ``torch.func.vmap``
+(for convolutions PyTorch batches this as one grouped convolution), with one Adam
+over the stacked tensors. Everything a run owns stays its own:
+
+- initialisation: each member is built under its own seed, exactly as
+  :func:`vaebias.training.train` builds it;
+- data: each member draws its batches from ``np.random.default_rng(seed)`` with the
+  model's sampler, as the solo run does;
+- noise: each member's reparameterisation noise comes from its own
+  ``torch.Generator`` seeded like the solo run's global generator, fed to
+  :func:`vaebias.models.base.reparameterize` through
+  :data:`vaebias.models.base.NOISE_FEED` - the same draws, in the same order;
+- Adam: elementwise, so each member's slice of the stacked state evolves as its
+  solo optimiser's would;
+- results: each member writes its own run directory, in the format of a solo run
+  (``config.yaml`` identical to the solo run's, ``checkpoint.pt``, ``train_log.csv``).
+  A member's checkpoint resumes alone with :func:`vaebias.training.train` and vice
+  versa; a finished member is never retrained.
+
+So a member computes the same function, on the same data and noise, as its seed
+trained alone; the trajectories differ only by floating-point rounding (batched and
+single kernels sum in different orders), which ``tests/test_ensemble.py`` bounds.
+
+Only models with ``ensemble_ok`` (default training step and optimiser, no torch
+randomness besides :func:`~vaebias.models.base.reparameterize`) can be ensembled:
+the AE, beta-VAE, beta-TC-VAE, DIP-VAE and Slow-VAE. Which way of running several
+runs wins depends on the device; ``benchmarks/ensemble.py`` measures it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from vaebias.config import from_dict, to_dict
+from vaebias.errors import ConfigError
+from vaebias.models.base import NOISE_FEED
+from vaebias.training import (
+    CHECKPOINT,
+    LOG,
+    RunConfig,
+    _atomic_torch_save,
+    _read_log,
+    _write_log,
+    build_run,
+    is_finished,
+    load_run,
+    open_run_dir,
+    resolve_device,
+    train,
+)
+
+__all__ = ["can_ensemble", "train_ensemble"]
+
+
+def can_ensemble(model: str) -> bool:
+    """Whether runs of the registered model ``model`` can train as a batched ensemble."""
+    from vaebias.models import get_model_class
+
+    return bool(getattr(get_model_class(model), "ensemble_ok", False))
+
+
+class _RecordShapes:
+    """Noise feed of the shape probe: zeros, remembering each draw's shape and dtype."""
+
+    def __init__(self):
+        self.shapes = []
+
+    def draw(self, like):
+        self.shapes.append((tuple(like.shape), like.dtype))
+        return torch.zeros_like(like)
+
+
+class _Replay:
+    """Noise feed of a vmapped step: hands out the pre-drawn (batched) noise in order."""
+
+    def __init__(self, noise):
+        self.noise = list(noise)
+        self.i = 0
+
+    def draw(self, like):
+        if self.i >= len(self.noise):
+            raise RuntimeError("the model drew more noise in this step than in the shape probe")
+        out = self.noise[self.i]
+        self.i += 1
+        return out
+
+
+class _LossOf(torch.nn.Module):
+    """``forward(batch) = model.loss(batch)`` under the model's autocast, for functional_call."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch):
+        with self.model.autocast():
+            return self.model.loss(batch)
+
+
+def _check_compatible(configs: Sequence[RunConfig]) -> None:
+    first = configs[0]
+    ref = to_dict(first)
+    for c in configs[1:]:
+        d = to_dict(c)
+        d["train"]["seed"] = ref["train"]["seed"]
+        if d != ref:
+            diff = sorted(k for k in ref if ref[k] != d[k]) or ["train"]
+            raise ConfigError(
+                f"ensemble members must differ only in train.seed; run with seed "
+                f"{c.train.seed} differs from seed {first.train.seed} in {diff}"
+            )
+    seeds = [c.train.seed for c in configs]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"ensemble members need distinct seeds; got {seeds}")
+    if not can_ensemble(first.model):
+        raise ConfigError(
+            f"model {first.model!r} cannot train as a batched ensemble (its own training step, "
+            f"optimisers or randomness); train its runs one by one"
+        )
+
+
+def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str | os.PathLike], data=None,
+                   *, progress: bool = True, callback: Callable[[int, list[dict]], None] | None = None):
+    """Train M runs of one model, differing only in their seed, as one batched ensemble.
+
+    Each member ends with the run directory its solo :func:`vaebias.training.train`
+    would write (see the module docstring for what is shared and what is not).
+    Finished members are loaded, not retrained; members whose checkpoints stand at
+    different steps (e.g. one was continued alone) are trained one by one.
+
+    Args:
+        configs: M >= 1 run configs (or their dict forms) of the same model, dataset,
+            hyperparameters and training settings, with distinct ``train.seed``.
+        run_dirs: M run directories.
+        data: the dataset (default: ``load_dataset(**configs[0].dataset)``).
+        progress: show one tqdm bar for the ensemble.
+        callback: called as ``callback(step, terms)`` after every step, ``terms`` a list
+            of M dicts of floats (tests use it to interrupt a run).
+
+    Returns:
+        the M trained models (on the training device, in eval mode).
+
+    Raises:
+        ConfigError: members that differ in more than the seed, repeated seeds, a model
+            without ``ensemble_ok``, mismatched lengths.
+        RunError: a run directory that is unwritable or holds another configuration.
+    """
+    from vaebias.data import load_dataset
+
+    configs = [c if isinstance(c, RunConfig) else from_dict(RunConfig, c) for c in configs]
+    run_dirs = [Path(r) for r in run_dirs]
+    if not configs or len(configs) != len(run_dirs):
+        raise ConfigError(f"train_ensemble needs as many run directories as configs (>= 1); got "
+                          f"{len(configs)} configs and {len(run_dirs)} directories")
+    _check_compatible(configs)
+    if data is None:
+        data = load_dataset(**configs[0].dataset)
+    cfg = configs[0].train
+    device = resolve_device(cfg.device)
+
+    todo = [i for i, rd in enumerate(run_dirs) if not is_finished(rd)]
+    models = [None] * len(configs)
+    for i in set(range(len(configs))) - set(todo):
+        models[i] = load_run(run_dirs[i], device)[0]
+    if not todo:
+        return models
+
+    # --- members: seeded init, own run dir, own data stream and noise generator
+    members = []
+    for i in todo:
+        model, record = build_run(configs[i], data)
+        open_run_dir(run_dirs[i], record)
+        seed = configs[i].train.seed
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed)  # the solo run's torch.manual_seed(seed) before its first step
+        members.append({"i": i, "model": model.to(device), "rng": np.random.default_rng(seed), "gen": gen,
+                        "step": 0, "rows": []})
+    base = members[0]["model"]
+    if cfg.precision == "bf16":
+        base.autocast_dtype = torch.bfloat16
+    solo_opts = [m["model"].configure_optimizers(cfg)["main"] for m in members]
+
+    # --- resume from the members' checkpoints
+    for m, opt in zip(members, solo_opts):
+        path = run_dirs[m["i"]] / CHECKPOINT
+        fields, rows = _read_log(run_dirs[m["i"]] / LOG)
+        m["fields"] = fields
+        if path.exists():
+            state = torch.load(path, map_location=device, weights_only=False)
+            m["model"].load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizers"]["main"])
+            m["rng"].bit_generator.state = state["numpy_rng"]
+            key = "cuda_rng" if device.type == "cuda" else "torch_rng"
+            m["gen"].set_state(state[key].to("cpu"))
+            m["step"] = int(state["step"])
+            m["rows"] = [r for r in rows if int(r["step"]) <= m["step"]]
+    steps = {m["step"] for m in members}
+    if len(steps) > 1:  # members at different steps cannot share a step: train them alone
+        for m in members:
+            models[m["i"]] = train(configs[m["i"]], run_dirs[m["i"]], data=data, progress=progress)
+        return models
+    step = steps.pop()
+
+    # --- the stacked state and one Adam over it
+    params, buffers = torch.func.stack_module_state([m["model"] for m in members])
+    params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    names = list(params)
+    opt = torch.optim.Adam(list(params.values()), **{k: v for k, v in solo_opts[0].defaults.items()
+                                                      if k in ("lr", "betas", "eps", "fused")})
+    if step > 0:
+        stacked = {}
+        for j, name in enumerate(names):
+            sts = [o.state_dict()["state"].get(j) for o in solo_opts]
+            if all(s is not None for s in sts):
+                stacked[j] = {"step": sts[0]["step"].clone(),
+                              "exp_avg": torch.stack([s["exp_avg"] for s in sts]),
+                              "exp_avg_sq": torch.stack([s["exp_avg_sq"] for s in sts])}
+        sd = opt.state_dict()
+        sd["state"] = stacked
+        opt.load_state_dict(sd)
+
+    shell = _LossOf(copy.deepcopy(base).to("meta"))
+    shell.model.autocast_dtype = base.autocast_dtype
+    samplers = [m["model"].batch_sampler(data) for m in members]
+    prefixed = lambda d: {f"model.{k}": v for k, v in d.items()}  # noqa: E731
+
+    def member_loss(p, b, batch, noise):
+        token = NOISE_FEED.set(_Replay(noise))
+        try:
+            return torch.func.functional_call(shell, (prefixed(p), prefixed(b)), (batch,))
+        finally:
+            NOISE_FEED.reset(token)
+
+    batched = torch.func.vmap(member_loss, randomness="error")
+
+    # --- the noise each member draws per step: shapes from one probe on member 0's model
+    def draw_batches():
+        out = [s.sample(cfg.batch_size, m["rng"], device) for s, m in zip(samplers, members)]
+        return {k: torch.stack([o[k] for o in out]) for k in out[0]}
+
+    probe = _RecordShapes()
+    token = NOISE_FEED.set(probe)
+    try:
+        with torch.no_grad():  # a throw-away batch: only the shapes of the draws matter
+            base.loss(samplers[0].sample(cfg.batch_size, np.random.default_rng(0), device))
+    finally:
+        NOISE_FEED.reset(token)
+    shapes = probe.shapes
+
+    def save(at_step: int) -> None:
+        sd = opt.state_dict()
+        for k, m in enumerate(members):
+            member_state = {n: params[n][k].detach().clone() for n in names}
+            member_state.update({n: buffers[n][k].clone() for n in buffers})
+            ostate = {j: {"step": st["step"].clone(), "exp_avg": st["exp_avg"][k].clone(),
+                          "exp_avg_sq": st["exp_avg_sq"][k].clone()} for j, st in sd["state"].items()}
+            osd = solo_opts[k].state_dict()
+            osd["state"] = ostate
+            gen_state = m["gen"].get_state()
+            _atomic_torch_save({
+                "step": at_step, "total_steps": cfg.steps, "model": member_state,
+                "optimizers": {"main": osd}, "numpy_rng": m["rng"].bit_generator.state,
+                "torch_rng": gen_state if device.type != "cuda" else torch.get_rng_state(),
+                "cuda_rng": gen_state if device.type == "cuda" else None,
+                "ensemble": {"members": len(members), "index": k},
+            }, run_dirs[m["i"]] / CHECKPOINT)
+            if m["rows"]:
+                _write_log(run_dirs[m["i"]] / LOG, m["fields"], m["rows"])
+
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True, leave=False,
+               desc=f"{configs[0].model} ensemble of {len(members)}")
+    acc = [{} for _ in members]
+    n_acc = 0
+    t_start = t_last = time.perf_counter()
+    step_last = step
+    try:
+        while step < cfg.steps:
+            batch = draw_batches()
+            noise = [torch.stack([torch.randn(shape, generator=m["gen"], dtype=dtype, device=device)
+                                  for m in members]) for shape, dtype in shapes]
+            terms = batched(params, buffers, batch, noise)
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].sum().backward()
+            opt.step()
+            step += 1
+            values = {k: v.detach().cpu().tolist() for k, v in terms.items()}
+            per_member = [{k: values[k][j] for k in values} for j in range(len(members))]
+            for a, t in zip(acc, per_member):
+                for k, v in t.items():
+                    a[k] = a.get(k, 0.0) + v
+            n_acc += 1
+            if callback is not None:
+                callback(step, per_member)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.perf_counter()
+                for m, a in zip(members, acc):
+                    row = {"step": step, **{k: f"{v / n_acc:.6g}" for k, v in a.items()}}
+                    row["images_per_s"] = f"{(step - step_last) * cfg.batch_size / max(now - t_last, 1e-9):.1f}"
+                    row["elapsed_s"] = f"{now - t_start:.2f}"
+                    if not m["fields"]:
+                        m["fields"] = list(row)
+                    m["rows"].append(row)
+                acc = [{} for _ in members]
+                n_acc, t_last, step_last = 0, now, step
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                save(step)
+            bar.update(1)
+    except KeyboardInterrupt:
+        save(step)
+        raise
+    finally:
+        bar.close()
+    for m in members:
+        models[m["i"]] = load_run(run_dirs[m["i"]], device)[0]
+    return models
+
