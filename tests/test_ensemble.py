@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from tests.conftest import tiny_train
+from vaebias.config import from_dict
 from vaebias.ensemble import can_ensemble, train_ensemble
 from vaebias.errors import ConfigError
 from vaebias.io import read_yaml
-from vaebias.config import from_dict
 from vaebias.training import RunConfig, build_run, is_finished, train
 
 STEPS = 24

@@ -56,6 +56,7 @@ from vaebias.training import (
     build_run,
     is_finished,
     load_run,
+    log_row,
     open_run_dir,
     resolve_device,
     train,
@@ -95,6 +96,11 @@ class _Replay:
         out = self.noise[self.i]
         self.i += 1
         return out
+
+
+def _prefixed(state: dict) -> dict:
+    """Parameter names of a model as seen from its :class:`_LossOf` wrapper."""
+    return {f"model.{k}": v for k, v in state.items()}
 
 
 class _LossOf(torch.nn.Module):
@@ -234,12 +240,11 @@ def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str |
     shell = _LossOf(copy.deepcopy(base).to("meta"))
     shell.model.autocast_dtype = base.autocast_dtype
     samplers = [m["model"].batch_sampler(data) for m in members]
-    prefixed = lambda d: {f"model.{k}": v for k, v in d.items()}  # noqa: E731
 
     def member_loss(p, b, batch, noise):
         token = NOISE_FEED.set(_Replay(noise))
         try:
-            return torch.func.functional_call(shell, (prefixed(p), prefixed(b)), (batch,))
+            return torch.func.functional_call(shell, (_prefixed(p), _prefixed(b)), (batch,))
         finally:
             NOISE_FEED.reset(token)
 
@@ -306,9 +311,8 @@ def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str |
             if step % cfg.log_every == 0 or step == cfg.steps:
                 now = time.perf_counter()
                 for m, a in zip(members, acc):
-                    row = {"step": step, **{k: f"{v / n_acc:.6g}" for k, v in a.items()}}
-                    row["images_per_s"] = f"{(step - step_last) * cfg.batch_size / max(now - t_last, 1e-9):.1f}"
-                    row["elapsed_s"] = f"{now - t_start:.2f}"
+                    row = log_row(step, a, n_acc, (step - step_last) * cfg.batch_size, now - t_last,
+                                  now - t_start)
                     if not m["fields"]:
                         m["fields"] = list(row)
                     m["rows"].append(row)

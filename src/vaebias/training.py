@@ -226,10 +226,8 @@ def fit(
                 callback(step, terms)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 now = time.perf_counter()
-                row = {"step": step}
-                row.update({k: f"{v / n_acc:.6g}" for k, v in acc.items()})
-                row["images_per_s"] = f"{(step - step_last) * cfg.batch_size / max(now - t_last, 1e-9):.1f}"
-                row["elapsed_s"] = f"{now - t_start:.2f}"
+                row = log_row(step, acc, n_acc, (step - step_last) * cfg.batch_size, now - t_last,
+                              now - t_start)
                 if not fields:
                     fields = list(row)
                 rows.append(row)
@@ -244,6 +242,16 @@ def fit(
     finally:
         bar.close()
     return {"step": step, "resumed_from": resumed_from, "last": rows[-1] if rows else {}}
+
+
+def log_row(step: int, sums: dict, n: int, images: int, seconds: float, elapsed: float) -> dict:
+    """One row of ``train_log.csv``: the step, each loss term's mean over the ``n`` steps
+    since the last row (``sums`` holds their sums), images/s over that stretch and the
+    seconds since the loop started (strings, as written)."""
+    row = {"step": step, **{k: f"{v / n:.6g}" for k, v in sums.items()}}
+    row["images_per_s"] = f"{images / max(seconds, 1e-9):.1f}"
+    row["elapsed_s"] = f"{elapsed:.2f}"
+    return row
 
 
 def open_run_dir(run_dir: str | os.PathLike, record: dict) -> Path:

@@ -288,6 +288,25 @@ def factor_vae_accuracy(train_votes, eval_votes=None) -> dict:
 
 
 # ------------------------------------------------------------------ sampling
+def _empty_result(global_variances, active, varying, settings) -> dict:
+    """The score's result before voting (accuracies 0, as when no latent is active)."""
+    return {
+        "train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": int(active.sum()),
+        "active_dims": active.tolist(), "global_variances": global_variances.tolist(),
+        "classifier": [], "train_votes": [], "eval_votes": [],
+        "voted_factors": varying.tolist(), "settings": settings,
+    }
+
+
+def _with_votes(out: dict, train_votes, eval_votes, varying) -> dict:
+    """``out`` completed with the majority-vote classifier of the vote tables."""
+    acc = factor_vae_accuracy(train_votes, eval_votes)
+    out.update(train_accuracy=acc["train_accuracy"], eval_accuracy=acc["eval_accuracy"],
+               classifier=varying[acc["classifier"]].tolist(), train_votes=train_votes.tolist(),
+               eval_votes=eval_votes.tolist())
+    return out
+
+
 def _fixed_factor_batches(data, rng, varying, n: int, batch_size: int):
     """Draw ``n`` fixed-factor batches: (position in ``varying`` of the fixed factor (n,),
     factor rows int64 (n, B, K))."""
@@ -382,12 +401,7 @@ def factor_vae_score(data, represent: Callable, *, random_state=0, batch_size: i
         "batch_size": batch_size, "num_train": num_train, "num_eval": num_eval,
         "num_variance_estimate": num_variance_estimate, "prune_threshold": float(prune_threshold),
     }
-    out = {
-        "train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": int(active.sum()),
-        "active_dims": active.tolist(), "global_variances": global_variances.tolist(),
-        "classifier": [], "train_votes": [], "eval_votes": [],
-        "voted_factors": varying.tolist(), "settings": settings,
-    }
+    out = _empty_result(global_variances, active, varying, settings)
     if not active.any():
         return out
 
@@ -397,11 +411,7 @@ def factor_vae_score(data, represent: Callable, *, random_state=0, batch_size: i
 
     train_votes = votes(num_train)  # drawn before the evaluation votes
     eval_votes = votes(num_eval)
-    acc = factor_vae_accuracy(train_votes, eval_votes)
-    out.update(train_accuracy=acc["train_accuracy"], eval_accuracy=acc["eval_accuracy"],
-               classifier=varying[acc["classifier"]].tolist(), train_votes=train_votes.tolist(),
-               eval_votes=eval_votes.tolist())
-    return out
+    return _with_votes(out, train_votes, eval_votes, varying)
 
 
 def factor_vae_score_from_pool(codes, factors, *, random_state=0, batch_size: int = 64,
@@ -450,12 +460,7 @@ def factor_vae_score_from_pool(codes, factors, *, random_state=0, batch_size: in
         "num_variance_estimate": int(c.shape[0]), "prune_threshold": float(prune_threshold),
         "sampling": "pool", "pool_size": int(c.shape[0]),
     }
-    out = {
-        "train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": int(active.sum()),
-        "active_dims": active.tolist(), "global_variances": global_variances.tolist(),
-        "classifier": [], "train_votes": [], "eval_votes": [],
-        "voted_factors": varying.tolist(), "settings": settings,
-    }
+    out = _empty_result(global_variances, active, varying, settings)
     if not active.any():
         return out
 
@@ -472,11 +477,7 @@ def factor_vae_score_from_pool(codes, factors, *, random_state=0, batch_size: in
 
     train_votes = votes(num_train)
     eval_votes = votes(num_eval)
-    acc = factor_vae_accuracy(train_votes, eval_votes)
-    out.update(train_accuracy=acc["train_accuracy"], eval_accuracy=acc["eval_accuracy"],
-               classifier=varying[acc["classifier"]].tolist(), train_votes=train_votes.tolist(),
-               eval_votes=eval_votes.tolist())
-    return out
+    return _with_votes(out, train_votes, eval_votes, varying)
 
 
 def _pool(ctx):
