@@ -108,3 +108,16 @@ def test_runs_written_before_the_speed_settings_resume(tmp_path, toy):
 
     with pytest.raises(RunError, match="different configuration"):
         train(_cfg(steps=10, precision="bf16"), tmp_path / "r", data=toy, progress=False)
+
+
+def test_cli_train_fast(tmp_path):
+    from vaebias.cli import main
+
+    assert main(["train", "--model", "ae", "--dataset", "toy", "--steps", "3", "--batch-size", "4",
+                 "--device", "cpu", "--fast", "--no-progress", "--out", str(tmp_path / "r")]) == 0
+    train_cfg = read_yaml(tmp_path / "r" / "config.yaml")["train"]
+    assert (train_cfg["precision"], train_cfg["channels_last"], train_cfg["fused_adam"]) == ("bf16", True, True)
+    assert main(["train", "--model", "ae", "--dataset", "toy", "--steps", "3", "--batch-size", "4",
+                 "--device", "cpu", "--fast", "--precision", "fp32", "--no-progress",
+                 "--out", str(tmp_path / "s")]) == 0
+    assert read_yaml(tmp_path / "s" / "config.yaml")["train"]["precision"] == "fp32"  # explicit wins

@@ -5,6 +5,7 @@
     vaebias evaluate runs/b0
     vaebias manipulate --entangled runs/b0 --disentangled runs/b1 --out runs/manip
     vaebias report results/quick
+    vaebias sweep grid.yaml --launcher local|ray [--workers N] [--address ADDR]
     vaebias models | datasets | profiles
 
 Errors of input (unknown names, bad values, missing or corrupt files, unwritable
@@ -51,6 +52,17 @@ _positive_int = _positive(int)
 _positive_float = _positive(float)
 
 
+def _launcher_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--launcher", choices=["local", "ray"], default="local",
+                   help="local: this machine; ray: one Ray task per run")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="local launcher: runs in parallel, each in its own process with cores/N torch threads "
+                        "(default 1: in this process)")
+    p.add_argument("--address", default=None,
+                   help="ray launcher: cluster address host:port or 'auto' (default: $RAY_ADDRESS, "
+                        "else a new local cluster)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vaebias", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -61,7 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="results folder (rerun to resume)")
     r.add_argument("--device", default="auto")
     r.add_argument("--data-dir", default=None, help="folder with the real dataset file")
+    _launcher_args(r)
     r.add_argument("--no-progress", action="store_true")
+
+    sw = sub.add_parser("sweep", help="run a grid of runs (models x datasets x seeds x hyperparameters)")
+    sw.add_argument("grid", help="grid YAML file (see vaebias.sweep)")
+    sw.add_argument("--out", default=None, help="results folder (default: the grid's 'out'); rerun to resume")
+    _launcher_args(sw)
+    sw.add_argument("--dry-run", action="store_true", help="list the run ids and exit")
+    sw.add_argument("--no-progress", action="store_true")
 
     t = sub.add_parser("train", help="train one model into a run directory")
     t.add_argument("--model", required=True)
@@ -74,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto")
     t.add_argument("--checkpoint-every", type=_positive_int, default=1000)
     t.add_argument("--param", action="append", metavar="KEY=VALUE", help="model hyperparameter, e.g. beta=8")
+    t.add_argument("--fast", action="store_true",
+                   help="the fast training step: bf16 autocast, channels-last, fused Adam (see --precision)")
+    t.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                   help="fp32 (default) or bf16 autocast of the forward passes (explicit options win over --fast)")
+    t.add_argument("--compile", action="store_true", help="torch.compile the model's networks")
     t.add_argument("--no-progress", action="store_true")
 
     e = sub.add_parser("evaluate", help="score a trained run; writes its metrics.json")
@@ -138,9 +163,22 @@ def _run(args) -> int:
 
         t0 = time.perf_counter()
         rep = reproduce(args.dataset, args.profile, args.out, device=args.device, data_dir=args.data_dir,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, launcher=args.launcher, workers=args.workers,
+                        address=args.address)
         print(rep["markdown"])
         print(f"wall time: {time.perf_counter() - t0:.0f} s")
+    elif args.command == "sweep":
+        from vaebias.sweep import sweep
+
+        res = sweep(args.grid, args.out, launcher=args.launcher, workers=args.workers, address=args.address,
+                    progress=not args.no_progress, dry_run=args.dry_run)
+        if res["failed"]:
+            print(f"vaebias: {len(res['failed'])} of {res['total']} runs failed:", file=sys.stderr)
+            for r in res["failed"]:
+                print(f"  {r['id']}: {r['error']}", file=sys.stderr)
+            print(f"  tracebacks in {res['out']}/failures.log; rerun the same command to retry the failed "
+                  f"and missing runs", file=sys.stderr)
+            return 1
     elif args.command == "train":
         from vaebias.training import train
 
@@ -148,6 +186,12 @@ def _run(args) -> int:
                "train": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
                          "seed": args.seed, "device": args.device,
                          "checkpoint_every": args.checkpoint_every}}
+        if args.fast:
+            cfg["train"].update(precision="bf16", channels_last=True, fused_adam=True)
+        if args.precision:
+            cfg["train"]["precision"] = args.precision
+        if args.compile:
+            cfg["train"]["compile"] = True
         train(cfg, args.out, progress=not args.no_progress)
         print(f"trained {args.model} into {args.out}")
     elif args.command == "evaluate":

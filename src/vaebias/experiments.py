@@ -13,6 +13,9 @@
     fig4_<name>.png                    original, ε·m(w), altered images
 
 Every stage is idempotent: finished runs and files are kept, interrupted ones resume.
+The reference and table runs go through the sweep runner (:mod:`vaebias.sweep`): each
+is one task (train, evaluate, then a "finished" line in its ``task_log.jsonl``), run in
+this process, in worker processes or on Ray (``launcher``), with the same results.
 """
 
 from __future__ import annotations
@@ -126,12 +129,19 @@ def read_yaml_text(text: str):
     return yaml.safe_load(text)
 
 
+def _canonical(obj) -> str:
+    from vaebias.sweep import _canonical as canonical
+
+    return canonical(obj)
+
+
 def _say(msg: str) -> None:
     print(f"[vaebias {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: str | os.PathLike = "results",
-              *, device: str = "auto", data_dir: str | None = None, progress: bool = True) -> dict:
+              *, device: str = "auto", data_dir: str | None = None, progress: bool = True,
+              launcher: str = "local", workers: int = 1, address: str | None = None) -> dict:
     """Run every stage of the paper's experiment for one dataset (see module docstring).
 
     Args:
@@ -141,23 +151,29 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
         device: "auto", "cpu" or "cuda[:N]".
         data_dir: folder with the real dataset file (default: $VAEBIAS_DATA_DIR, else
             the procedural renderer).
+        launcher, workers, address: how the reference and table runs are executed
+            (:class:`vaebias.sweep.Runner`): ``"local"`` with 1 worker runs them in this
+            process in order; N workers in N processes; ``"ray"`` one Ray task per run
+            (1 CPU, and 1 GPU when ``device`` is CUDA) on the cluster at ``address``.
+            Same directories and numbers either way.
 
     Returns:
         dict with the table rows and the paths written.
 
     Raises:
-        RunError: ``out`` is unwritable or holds results of a different profile/dataset.
-        ConfigError: unknown dataset, profile or model.
+        RunError: ``out`` is unwritable or holds results of a different profile/dataset,
+            or runs failed under a parallel launcher (each named).
+        ConfigError: unknown dataset, profile, model or launcher.
     """
     from vaebias.data import load_dataset
-    from vaebias.evaluation import evaluate_run
-    from vaebias.manipulation import (ManipulationConfig, export_variants, select_references,
-                                      train_manipulation)
-    from vaebias.report import write_report
-    from vaebias.training import RunConfig, train
+    from vaebias.sweep import Runner
 
     t0 = time.perf_counter()
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    # one runner for the reference and the table runs: a worker pool or a Ray connection
+    # is started once, on first use (validates launcher, workers and Ray's presence now)
+    runner = Runner(launcher, workers=workers, address=address, progress=progress, fail_fast=True,
+                    resources={"num_cpus": 1, "num_gpus": 1 if str(device).startswith("cuda") else 0})
     out = ensure_writable_dir(out)
     if dataset not in EPSILON:
         raise ConfigError(f"unknown dataset {dataset!r} for reproduce; available: {', '.join(sorted(EPSILON))}")
@@ -182,15 +198,57 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
         return TrainConfig(steps=steps, batch_size=prof.batch_size, seed=seed, device=device,
                            checkpoint_every=prof.checkpoint_every, log_every=min(100, steps))
 
+    evaluation = {"metrics": ["mig", "active_units"], "num_points": prof.eval_points, "seed": 0,
+                  "batch_size": 1000}
+    runner.preloaded = {_canonical(data_spec): data}
+    with runner:
+        report = _reproduce_stages(out, dataset, prof, data, data_spec, runner, train_cfg, evaluation,
+                                   device=device, progress=progress)
+    wall = time.perf_counter() - t0
+    _say(f"table written to {report['table_md']}; figure {report.get('figure')}")
+    _say(f"wall time {wall:.0f} s ({wall / 60:.1f} min)")
+    report["wall_time_s"] = wall
+    return report
+
+
+def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: dict, runner, train_cfg,
+                      evaluation: dict, *, device: str, progress: bool) -> dict:
+    """Stages 1-6 of :func:`reproduce` (the runs go through ``runner``)."""
+    from vaebias.manipulation import (
+        ManipulationConfig,
+        export_variants,
+        select_references,
+        train_manipulation,
+    )
+    from vaebias.report import write_report
+    from vaebias.training import RunConfig
+
+    def task(rd: Path, cfg: RunConfig, **meta) -> dict:
+        return {"id": str(rd.relative_to(out)), "run_dir": str(rd), "config": to_dict(cfg),
+                "evaluate": evaluation, "meta": meta, "cwd": os.getcwd()}
+
+    def failed(results: list[dict], what: str) -> None:
+        bad = [r for r in results if r["status"] == "failed"]
+        if bad:
+            raise RunError(f"{len(bad)} {what} failed (rerun to retry): "
+                           + "; ".join(f"{r['id']}: {r['error']}" for r in bad))
+
     # 1. references: R β-VAE restarts (seeds 1000 + r, disjoint from the table's seeds)
-    scores = {}
+    ref_tasks = []
     for r in range(prof.reference_restarts):
         rd = out / "references" / f"beta_vae_seed{1000 + r}"
         cfg = RunConfig(model="beta_vae", dataset=data_spec, train=train_cfg(prof.reference_steps, 1000 + r))
-        train(cfg, rd, data=data, progress=progress)
-        m = evaluate_run(rd, ("mig", "active_units"), data=data, num_points=prof.eval_points, device=device)
-        scores[str(rd)] = m["mig"]["mig"]
-        _say(f"reference {r + 1}/{prof.reference_restarts}: MIG {scores[str(rd)]:.3f}")
+        ref_tasks.append(task(rd, cfg, restart=r))
+
+    def said_reference(spec, res):
+        if res["status"] != "failed":
+            _say(f"reference {spec['meta']['restart'] + 1}/{prof.reference_restarts}: "
+                 f"MIG {res['metrics']['mig']['mig']:.3f}")
+
+    results = runner.run(ref_tasks, on_result=said_reference)
+    failed(results, "reference runs")
+    # keyed by the run directory as given (selection.json records these strings)
+    scores = {str(out / spec["id"]): res["metrics"]["mig"]["mig"] for spec, res in zip(ref_tasks, results)}
 
     # 2. selection (paper Sec. 4.4)
     man_dir = out / "manipulation"
@@ -215,24 +273,23 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
     # 5. the table's runs
     variant_spec = {"original": data_spec, "modified": {"name": str(paths["modified"])},
                     "noise": {"name": str(paths["noise"])}}
-    variant_data = {"original": data}
+    table_tasks = []
     for variant in VARIANTS:
-        vdata = variant_data.get(variant) or load_dataset(**variant_spec[variant])
         for model in prof.models:
             for seed in prof.seeds:
                 rd = out / "runs" / variant / f"{model}_seed{seed}"
                 cfg = RunConfig(model=model, dataset=variant_spec[variant],
                                 model_params=dict(prof.model_params.get(model, {})),
                                 train=train_cfg(prof.steps_of(model), seed))
-                train(cfg, rd, data=vdata, progress=progress)
-                m = evaluate_run(rd, ("mig", "active_units"), data=vdata, num_points=prof.eval_points,
-                                 device=device)
-                _say(f"{variant:>8} {model:<9} seed {seed}: MIG {m['mig']['mig']:.3f}")
+                table_tasks.append(task(rd, cfg, variant=variant, model=model, seed=seed))
+
+    def said_run(spec, res):
+        if res["status"] != "failed":
+            meta = spec["meta"]
+            _say(f"{meta['variant']:>8} {meta['model']:<9} seed {meta['seed']}: "
+                 f"MIG {res['metrics']['mig']['mig']:.3f}")
+
+    failed(runner.run(table_tasks, on_result=said_run), "table runs")
 
     # 6. report
-    report = write_report(out)
-    wall = time.perf_counter() - t0
-    _say(f"table written to {report['table_md']}; figure {report.get('figure')}")
-    _say(f"wall time {wall:.0f} s ({wall / 60:.1f} min)")
-    report["wall_time_s"] = wall
-    return report
+    return write_report(out)
