@@ -125,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--dataset", default=None, help="evaluate on this dataset instead of the training one")
 
+    th = sub.add_parser("theorem1", help="check the paper's Theorem 1 (linear VAEs perform PCA) numerically")
+    th.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    th.add_argument("--variances", type=_positive_float, nargs="+", default=[9.0, 4.0, 1.0],
+                    help="the data's principal variances (distinct)")
+    th.add_argument("--noise-var", type=_positive_float, default=0.1, help="the decoder's fixed variance")
+    th.add_argument("--num-points", type=_positive_int, default=2000)
+
     u = sub.add_parser("udr", help="UDR (Duan et al. 2020) of several trained runs; writes a JSON file")
     u.add_argument("run_dirs", nargs="+", help="two or more finished runs on one dataset")
     u.add_argument("--out", required=True, help="JSON file to write")
@@ -215,6 +222,19 @@ def _run(args) -> int:
             scalars = {k: round(v, 4) for k, v in val.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
             print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in scalars.items()))
+    elif args.command == "theorem1":
+        from vaebias.theory import PASS_TOLERANCE, theorem1_experiment
+
+        rows = theorem1_experiment(args.seeds, args.variances, num_points=args.num_points,
+                                   noise_var=args.noise_var)
+        print(f"Theorem 1 on {args.num_points} points with principal variances {args.variances}, "
+              f"decoder variance {args.noise_var}: distances of V from the nearest signed permutation "
+              f"and of U from the data's principal directions (pass: both < {PASS_TOLERANCE})")
+        print("| seed | model | V distance | U distance | singular values | passes |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['seed']} | {r['model']} | {r['v_distance']:.1e} | {r['u_distance']:.1e} | "
+                  f"{', '.join(f'{v:.3f}' for v in r['singular_values'])} | {'yes' if r['passes'] else 'no'} |")
     elif args.command == "udr":
         from vaebias.evaluation import udr_runs
 
