@@ -241,9 +241,9 @@ def theorem1_experiment(seeds=(0, 1, 2), variances=(9.0, 4.0, 1.0), *, num_point
     for seed in seeds:
         x, _ = principal_data(num_points, variances, seed)
         directions = sample_principal_directions(x)  # U* is the data matrix's own (Sec. 4.1)
-        for name, fit in (("linear VAE", lambda: fit_linear_vae(x, noise_var=noise_var, steps=steps, seed=seed)),
-                          ("linear AE", lambda: fit_linear_ae(x, steps=steps, seed=seed))):
-            res = fit()
+        fits = {"linear VAE": fit_linear_vae(x, noise_var=noise_var, steps=steps, seed=seed),
+                "linear AE": fit_linear_ae(x, steps=steps, seed=seed)}
+        for name, res in fits.items():
             check = theorem1_check(res["decoder"], directions)
             rows.append({"seed": seed, "model": name, **check, "loss": res["loss"],
                          "passes": max(check["v_distance"], check["u_distance"]) < PASS_TOLERANCE})
