@@ -5,6 +5,7 @@
     vaebias evaluate runs/b0
     vaebias manipulate --entangled runs/b0 --disentangled runs/b1 --out runs/manip
     vaebias report results/quick
+    vaebias traverse runs/b0 --out traversal.png --gif traversal.gif
     vaebias sweep grid.yaml --launcher local|ray [--workers N] [--address ADDR]
     vaebias models | datasets | profiles
 
@@ -125,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--dataset", default=None, help="evaluate on this dataset instead of the training one")
 
+    tv = sub.add_parser("traverse", help="latent traversals of a trained run (PNG grid, optional GIF)")
+    tv.add_argument("run_dir")
+    tv.add_argument("--out", required=True, help="PNG file to write")
+    tv.add_argument("--gif", default=None, help="also write an animated GIF here")
+    tv.add_argument("--num-values", type=_positive_int, default=9)
+    tv.add_argument("--seed", type=int, default=0, help="draws the reference image")
+    tv.add_argument("--device", default="cpu")
+
     th = sub.add_parser("theorem1", help="check the paper's Theorem 1 (linear VAEs perform PCA) numerically")
     th.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     th.add_argument("--variances", type=_positive_float, nargs="+", default=[9.0, 4.0, 1.0],
@@ -222,6 +231,14 @@ def _run(args) -> int:
             scalars = {k: round(v, 4) for k, v in val.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
             print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in scalars.items()))
+    elif args.command == "traverse":
+        from vaebias.traversal import write_traversal
+
+        if args.num_values < 2:
+            raise SystemExit(f"vaebias: error: --num-values {args.num_values}: expected at least 2")
+        res = write_traversal(args.run_dir, args.out, gif=args.gif, num_values=args.num_values, seed=args.seed,
+                              device=args.device)
+        print(f"wrote {res['png']}" + (f" and {res['gif']}" if "gif" in res else ""))
     elif args.command == "theorem1":
         from vaebias.theory import PASS_TOLERANCE, theorem1_experiment
 

@@ -383,7 +383,10 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
     if not (run_dir / "config.yaml").exists() or not (run_dir / CHECKPOINT).exists():
         raise RunError(f"{str(run_dir)!r} is not a trained run (expected config.yaml and {CHECKPOINT})")
     record = read_yaml(run_dir / "config.yaml")
-    info = record["dataset_info"]
+    info = record.get("dataset_info") if isinstance(record, dict) else None
+    if not isinstance(info, dict) or "model" not in record:
+        raise RunError(f"{str(run_dir / 'config.yaml')!r} does not describe a training run of vaebias.training.train "
+                       f"(it needs 'model' and 'dataset_info')")
     model = build_model(record["model"], tuple(info["observation_shape"]), len(info["factor_sizes"]),
                         record["model_params"])
     state = torch.load(run_dir / CHECKPOINT, map_location=resolve_device(device), weights_only=False)
