@@ -176,3 +176,19 @@ def test_profiles_validate_and_builtins_load(tmp_path):
         p.write_text(yaml.safe_dump(dict(TINY, **bad)))
         with pytest.raises(ConfigError, match=match):
             load_profile(p)
+
+
+def test_fig4_difference_panel_shows_rgb_changes_around_mid_grey():
+    import numpy as np
+
+    from vaebias.report import difference_panel
+
+    eps = 0.1
+    d = np.zeros((3, 2, 2), dtype=np.float32)
+    d[0, 0, 0], d[1, 0, 1], d[2, 1, 1] = eps, -eps, 0.05
+    show, kw = difference_panel(d, eps)
+    assert show.shape == (2, 2, 3) and kw == {}
+    assert show[0, 0, 0] == 1.0 and show[0, 1, 1] == 0.0  # +eps -> 1, -eps -> 0 (not clipped to black)
+    assert show[1, 1, 2] == np.float32(0.75) and show[1, 0, 0] == 0.5  # half of eps; no change = mid-grey
+    gray, kw = difference_panel(d[:1], eps)
+    assert gray.shape == (2, 2) and kw["vmin"] == -eps and kw["vmax"] == eps

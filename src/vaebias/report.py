@@ -17,7 +17,7 @@ import numpy as np
 from vaebias.errors import RunError
 from vaebias.io import atomic_path, read_json, read_yaml, write_json
 
-__all__ = ["collect_runs", "summarise", "write_report", "figure_manipulation", "MODEL_LABELS"]
+__all__ = ["collect_runs", "difference_panel", "summarise", "write_report", "figure_manipulation", "MODEL_LABELS"]
 
 #: row labels of Table 1
 MODEL_LABELS = {
@@ -104,6 +104,27 @@ def _markdown(summary, dataset: str, profile: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _hwc(img: np.ndarray) -> np.ndarray:
+    """(C, H, W) in [0, 1] -> what imshow takes: (H, W) for one channel, else (H, W, C) clipped."""
+    show = img.transpose(1, 2, 0)
+    return show[:, :, 0] if show.shape[2] == 1 else np.clip(show, 0, 1)
+
+
+def difference_panel(d: np.ndarray, epsilon: float) -> tuple[np.ndarray, dict]:
+    """How Fig. 4's middle panel shows a change ``d = x' - x`` (C, H, W) with |d| <= epsilon.
+
+    One channel: ``d`` itself on a diverging colour map over [-epsilon, epsilon]. RGB:
+    ``0.5 + d / (2 epsilon)`` per channel, so that no change is mid-grey and +-epsilon
+    reach 1 and 0 (imshow would otherwise clip every negative change of an RGB image to black).
+
+    Returns:
+        (array for imshow, its keyword arguments).
+    """
+    if d.shape[0] == 1:
+        return d[0], {"vmin": -epsilon, "vmax": epsilon, "cmap": "RdBu_r"}
+    return np.clip(0.5 + d.transpose(1, 2, 0) / (2 * epsilon), 0, 1), {}
+
+
 def figure_manipulation(base, altered, out_png, *, epsilon: float, num: int = 4, seed: int = 0,
                         title: str = "") -> Path:
     """Fig. 4: for ``num`` random images, the original x, the change ε·m = x' − x and x'.
@@ -111,7 +132,7 @@ def figure_manipulation(base, altered, out_png, *, epsilon: float, num: int = 4,
     Args:
         base, altered: datasets on the same factor grid (original and modified).
         out_png: file to write (atomically).
-        epsilon: colour range of the middle column (±ε).
+        epsilon: colour range of the middle column (±ε; see :func:`difference_panel`).
     """
     import matplotlib
 
@@ -123,25 +144,22 @@ def figure_manipulation(base, altered, out_png, *, epsilon: float, num: int = 4,
     x = base.images(f).numpy()
     xa = altered.images(f).numpy()
     d = xa - x
+    rgb = x.shape[1] == 3
+    middle = (f"0.5 + (x' − x)/(2·{epsilon:g})" if rgb else f"x' − x (±{epsilon:g})")
     fig, axes = plt.subplots(num, 3, figsize=(7.2, 2.2 * num + 0.4), squeeze=False)
     for i in range(num):
-        for j, (img, kw) in enumerate([
-            (x[i], {"vmin": 0, "vmax": 1}),
-            (d[i], {"vmin": -epsilon, "vmax": epsilon, "cmap": "RdBu_r"}),
-            (xa[i], {"vmin": 0, "vmax": 1}),
-        ]):
+        for j, img in enumerate([x[i], d[i], xa[i]]):
             ax = axes[i, j]
-            show = img.transpose(1, 2, 0)
-            if show.shape[2] == 1:
-                show = show[:, :, 0]
+            show, kw = difference_panel(img, epsilon) if j == 1 else (_hwc(img), {"vmin": 0, "vmax": 1})
+            if show.ndim == 2:
                 kw.setdefault("cmap", "gray")
-            im = ax.imshow(show if j == 1 or img.shape[0] == 1 else np.clip(show, 0, 1), **kw)
-            if j == 1:
+            im = ax.imshow(show, **kw)
+            if j == 1 and not rgb:
                 fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(["original x", f"x' − x (±{epsilon:g})", "altered x'"][j], fontsize=9)
+                ax.set_title(["original x", middle, "altered x'"][j], fontsize=9)
     title = (title + "\n" if title else "") + f"max |x' − x| over these images: {np.abs(d).max():.3f}"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
