@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto")
     e.add_argument("--dataset", default=None, help="evaluate on this dataset instead of the training one")
 
+    rb = sub.add_parser("robustness", help="Fig. 5: summarise a line-search sweep (MIG over the primary "
+                                           "hyperparameter, over-pruned runs discarded)")
+    rb.add_argument("sweep_out", help="the sweep's results folder (see vaebias.robustness.robustness_grid)")
+
     tv = sub.add_parser("traverse", help="latent traversals of a trained run (PNG grid, optional GIF)")
     tv.add_argument("run_dir")
     tv.add_argument("--out", required=True, help="PNG file to write")
@@ -231,6 +235,17 @@ def _run(args) -> int:
             scalars = {k: round(v, 4) for k, v in val.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
             print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in scalars.items()))
+    elif args.command == "robustness":
+        from vaebias.robustness import write_robustness
+
+        res = write_robustness(args.sweep_out)
+        print("| model | dataset | hyperparameter | runs | discarded | MIG |")
+        print("|---|---|---|---|---|---|")
+        for r in res["rows"]:
+            mig = "—" if r["mig_mean"] is None else f"{r['mig_mean']:.3f} ± {r['mig_std']:.3f}"
+            print(f"| {r['model']} | {r['dataset']} | {r['hyperparameter']} = {r['value']:g} | {r['runs']} | "
+                  f"{r['discarded']} | {mig} |")
+        print(f"wrote {res['json']} and {res['png']}")
     elif args.command == "traverse":
         from vaebias.traversal import write_traversal
 

@@ -1,0 +1,168 @@
+"""Fig. 5 of the paper: robustness over each model's primary hyperparameter (Sec. 5.3).
+
+A line search scales each model's literature value of its primary hyperparameter (by
+default by 1/4, 1/2, 1, 2, 4) and trains R restarts per value on the original and the
+modified data. Runs that over-prune -- fewer active units (E[sigma^2] < 0.8) than
+ground-truth factors -- are discarded and counted, as in the paper; MIG is then shown as
+mean +- std over the kept runs per value.
+
+The runs are an ordinary sweep (:mod:`vaebias.sweep`): :func:`robustness_grid` builds its
+grid, ``vaebias sweep`` runs it (resumable, local or Ray), and :func:`summarise_robustness`
+/ :func:`figure_robustness` (``vaebias robustness OUT``) read its ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from vaebias.errors import ConfigError, RunError
+from vaebias.io import atomic_path, read_json, write_json
+
+__all__ = ["PRIMARY", "SCALES", "figure_robustness", "robustness_grid", "summarise_robustness",
+           "write_robustness"]
+
+#: each model's primary hyperparameter (the one the paper's line search scales)
+PRIMARY = {"beta_vae": "beta", "beta_tc_vae": "beta", "factor_vae": "gamma", "slow_vae": "gamma",
+           "dip_vae_i": "lambda_od", "dip_vae_ii": "lambda_od", "annealed_vae": "c_max"}
+#: the default scale factors of the literature value
+SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def robustness_grid(models, datasets, *, defaults_of: str, scales=SCALES, seeds=tuple(range(10)),
+                    train: dict | None = None, evaluate: dict | None = None, out: str | None = None) -> dict:
+    """The sweep grid of the line search.
+
+    Args:
+        models: names with a primary hyperparameter (keys of :data:`PRIMARY`).
+        datasets: dataset specs of the sweep (e.g. the original and the exported
+            modified dataset: ``[{"name": "shapes3d"}, {"name": "path/to/modified.h5"}]``).
+        defaults_of: the dataset whose literature values are scaled (``"dsprites"`` or
+            ``"shapes3d"``).
+        scales: factors applied to each literature value.
+        seeds: restarts per value (the paper: 10).
+        train, evaluate: the grid's ``train`` and ``evaluate`` sections (evaluation must
+            include ``active_units``, which the over-pruning filter needs; added if absent).
+        out: results folder.
+
+    Returns:
+        a grid mapping for :func:`vaebias.sweep.sweep`.
+
+    Raises:
+        ConfigError: a model without a primary hyperparameter, or no scale.
+    """
+    from vaebias.models import get_model_class
+
+    unknown = [m for m in models if m not in PRIMARY]
+    if unknown:
+        raise ConfigError(f"model(s) {unknown} have no primary hyperparameter for the line search; "
+                          f"available: {sorted(PRIMARY)}")
+    if not scales:
+        raise ConfigError("scales must hold at least one factor")
+    params = {}
+    for m in models:
+        base = getattr(get_model_class(m).default_config(defaults_of), PRIMARY[m])
+        params[m] = {PRIMARY[m]: [float(base) * float(s) for s in scales]}
+    ev = dict(evaluate or {"metrics": ["mig", "active_units"]})
+    ev["metrics"] = list(dict.fromkeys([*ev.get("metrics", ["mig"]), "mig", "active_units"]))
+    grid = {"models": list(models), "datasets": list(datasets), "seeds": list(seeds), "model_params": params,
+            "train": dict(train or {}), "evaluate": ev}
+    if out is not None:
+        grid["out"] = str(out)
+    return grid
+
+
+def _over_pruned(row: dict) -> bool:
+    """Fewer active units than factors (rows of deterministic models have none: never)."""
+    au, k = row.get("active_units"), row.get("active_units.num_factors")
+    return au is not None and k is not None and au < k
+
+
+def summarise_robustness(out: str | os.PathLike) -> list[dict]:
+    """Per (model, dataset, hyperparameter value): runs, discarded (over-pruned) runs and
+    MIG mean / std (ddof 0) over the kept runs.
+
+    Args:
+        out: a finished (or partly finished) sweep folder with ``results.json``.
+
+    Returns:
+        rows sorted by model, dataset, value: ``{"model", "dataset", "hyperparameter",
+        "value", "runs", "discarded", "kept", "mig_mean", "mig_std"}`` (means None when
+        every run was discarded).
+
+    Raises:
+        RunError: no ``results.json`` in ``out``.
+    """
+    path = Path(out) / "results.json"
+    if not path.exists():
+        raise RunError(f"{str(path)!r} not found: run the line search's sweep first (vaebias sweep)")
+    groups: dict[tuple, list[dict]] = {}
+    for row in read_json(path):
+        name = PRIMARY.get(row["model"])
+        params = json.loads(row["model_params"]) if isinstance(row["model_params"], str) else row["model_params"]
+        if name is None or name not in params or "mig" not in row:
+            continue
+        groups.setdefault((row["model"], row["dataset"], float(params[name])), []).append(row)
+    rows = []
+    for (model, dataset, value), runs in sorted(groups.items()):
+        kept = [r["mig"] for r in runs if not _over_pruned(r)]
+        rows.append({"model": model, "dataset": dataset, "hyperparameter": PRIMARY[model], "value": value,
+                     "runs": len(runs), "discarded": len(runs) - len(kept), "kept": len(kept),
+                     "mig_mean": float(np.mean(kept)) if kept else None,
+                     "mig_std": float(np.std(kept)) if kept else None})
+    return rows
+
+
+def figure_robustness(rows: list[dict], out_png: str | os.PathLike) -> Path:
+    """Fig. 5: MIG (mean +- std over kept runs) against the hyperparameter, one panel per
+    model, one line per dataset, each point annotated with its discarded count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    if not models:
+        raise RunError("no finished runs of a model with a primary hyperparameter to plot")
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        mine = [r for r in rows if r["model"] == model]
+        for dataset in dict.fromkeys(r["dataset"] for r in mine):
+            pts = [r for r in mine if r["dataset"] == dataset]
+            xs = [r["value"] for r in pts]
+            ys = [np.nan if r["mig_mean"] is None else r["mig_mean"] for r in pts]
+            es = [0.0 if r["mig_std"] is None else r["mig_std"] for r in pts]
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=dataset)
+            for r, y in zip(pts, ys):
+                if r["discarded"]:
+                    ax.annotate(f"-{r['discarded']}", (r["value"], 0 if np.isnan(y) else y), fontsize=7,
+                                textcoords="offset points", xytext=(4, 4))
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(mine[0]["hyperparameter"])
+        ax.set_ylabel("MIG")
+        ax.set_title(model, fontsize=10)
+        ax.legend(fontsize=7)
+    fig.suptitle("MIG over the primary hyperparameter (mean ± std over kept runs; -n: over-pruned runs "
+                 "discarded)", fontsize=9)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    with atomic_path(out_png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return out_png
+
+
+def write_robustness(out: str | os.PathLike) -> dict:
+    """Summarise a line-search sweep folder: ``robustness.json`` and ``fig5.png`` in it.
+
+    Returns:
+        ``{"rows", "json", "png"}``.
+    """
+    rows = summarise_robustness(out)
+    json_path = Path(out) / "robustness.json"
+    write_json(json_path, rows)
+    png = figure_robustness(rows, Path(out) / "fig5.png")
+    return {"rows": rows, "json": str(json_path), "png": str(png)}
