@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", default="auto")
     m.add_argument("--no-progress", action="store_true")
 
-    rep = sub.add_parser("report", help="write the table and figure of a reproduce folder")
+    rep = sub.add_parser("report", help="write the table and figure of a reproduce folder, and report.html "
+                                        "(one self-contained page) for any results folder")
     rep.add_argument("out")
 
     sub.add_parser("models", help="list the registered models")
@@ -300,11 +301,16 @@ def _run(args) -> int:
         for k, v in paths.items():
             print(f"{k}: {v}")
     elif args.command == "report":
+        from pathlib import Path
+
+        from vaebias.html_report import write_html_report
         from vaebias.report import write_report
 
-        rep = write_report(args.out)
-        print(rep["markdown"])
-        print(f"written: {rep['table_md']}, {rep['table_csv']}, {rep['table_json']}, {rep.get('figure')}")
+        if (Path(args.out) / "profile.yaml").exists():  # a reproduce folder: its table and Fig. 4 first
+            rep = write_report(args.out)
+            print(rep["markdown"])
+            print(f"written: {rep['table_md']}, {rep['table_csv']}, {rep['table_json']}, {rep.get('figure')}")
+        print(f"written: {write_html_report(args.out)}")
     elif args.command == "models":
         from vaebias.models import available
 
