@@ -73,7 +73,7 @@ def write_html_report(out: str | os.PathLike, *, title: str | None = None) -> Pa
     runs = _visible_files(out, {".json"})
     runs = [p for p in runs if p.name == "metrics.json" or p.name.startswith("metrics_on_")]
     if not (tables or figures or runs):
-        raise RunError(f"{str(out)!r} holds no table, figure or evaluated run to report")
+        raise RunError(f"{str(out)!r} is not a results folder: it holds no table, figure or evaluated run to report")
 
     def e(text: str) -> str:  # text content (attributes below are escaped with quotes)
         return html.escape(text, quote=False)
