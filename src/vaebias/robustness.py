@@ -127,7 +127,7 @@ def figure_robustness(rows: list[dict], out_png: str | os.PathLike) -> Path:
     models = list(dict.fromkeys(r["model"] for r in rows))
     if not models:
         raise RunError("no finished runs of a model with a primary hyperparameter to plot")
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(max(6.0, 4.2 * len(models)), 3.8), squeeze=False)
     for ax, model in zip(axes[0], models):
         mine = [r for r in rows if r["model"] == model]
         for dataset in dict.fromkeys(r["dataset"] for r in mine):
@@ -145,7 +145,7 @@ def figure_robustness(rows: list[dict], out_png: str | os.PathLike) -> Path:
         ax.set_ylabel("MIG")
         ax.set_title(model, fontsize=10)
         ax.legend(fontsize=7)
-    fig.suptitle("MIG over the primary hyperparameter (mean ± std over kept runs; -n: over-pruned runs "
+    fig.suptitle("MIG over the primary hyperparameter\n(mean ± std over kept runs; -n: over-pruned runs "
                  "discarded)", fontsize=9)
     fig.tight_layout()
     out_png = Path(out_png)
