@@ -59,29 +59,30 @@ import time
 import traceback
 import typing
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from vaebias.config import TrainConfig, check, from_dict, to_dict
 from vaebias.errors import ConfigError, RunError
 from vaebias.io import atomic_path, ensure_writable_dir, read_yaml
 
 __all__ = [
-    "Grid",
-    "Resources",
-    "load_grid",
-    "expand",
-    "run_id",
-    "evaluation_key",
-    "completion",
-    "run_task",
-    "run_tasks",
-    "pack_tasks",
-    "run_group_task",
-    "Runner",
-    "sweep",
     "LAUNCHERS",
     "TASK_LOG",
+    "Grid",
+    "Resources",
+    "Runner",
+    "completion",
+    "evaluation_key",
+    "expand",
+    "load_grid",
+    "pack_tasks",
+    "run_group_task",
+    "run_id",
+    "run_task",
+    "run_tasks",
+    "sweep",
 ]
 
 LAUNCHERS = ("local", "ray")
@@ -729,7 +730,7 @@ class Runner:
         self._pool = None
         self._ray_started = False
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         return self
 
     def __exit__(self, *exc) -> None:
