@@ -105,21 +105,24 @@ def main() -> None:
     p.add_argument("--fast", action="store_true", help="bf16 autocast and fused Adam on both sides")
     p.add_argument("--gpu-sizes", type=int, nargs="+", default=[8, 32, 128])
     p.add_argument("--peak-tflops", type=float, default=None)
+    p.add_argument("--skip-cpu", action="store_true", help="only the GPU section (on a GPU machine)")
     args = p.parse_args()
     seeds = list(range(args.members))
     torch.set_num_threads(args.threads)
     print(f"# dSprites conv beta-VAE, batch 64, {args.members} runs, {args.steps} timed steps after "
           f"{args.warmup}; {'fast' if args.fast else 'fp32'} settings; torch {torch.__version__}")
-    seq = sequential(seeds, args.steps, args.warmup, "cpu", args.fast)
-    ens = ensemble(seeds, args.steps, args.warmup, "cpu", args.fast)
-    print(f"## CPU, {args.threads} threads")
-    print(f"{args.members} runs one after another: {seq:8.0f} images/s")
-    print(f"ensemble of {args.members}:             {ens:8.0f} images/s ({ens / seq:.2f}x)")
-    procs = os.cpu_count()
-    if procs > 1:
-        pk = packed_processes(seeds, args.steps, args.warmup, args.fast, procs)
-        print(f"{procs} single-thread processes:  {pk:8.0f} images/s ({pk / seq:.2f}x)")
-    ratio = f"ratio (ensemble of {args.members} / {args.members} runs one after another, CPU): {ens / seq:.2f}x"
+    ratio = "ratio: not measured (CPU skipped, no CUDA)"
+    if not args.skip_cpu:
+        seq = sequential(seeds, args.steps, args.warmup, "cpu", args.fast)
+        ens = ensemble(seeds, args.steps, args.warmup, "cpu", args.fast)
+        print(f"## CPU, {args.threads} threads")
+        print(f"{args.members} runs one after another: {seq:8.0f} images/s")
+        print(f"ensemble of {args.members}:             {ens:8.0f} images/s ({ens / seq:.2f}x)")
+        procs = os.cpu_count()
+        if procs > 1:
+            pk = packed_processes(seeds, args.steps, args.warmup, args.fast, procs)
+            print(f"{procs} single-thread processes:  {pk:8.0f} images/s ({pk / seq:.2f}x)")
+        ratio = f"ratio (ensemble of {args.members} / {args.members} runs one after another, CPU): {ens / seq:.2f}x"
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
         peak = args.peak_tflops or next((v for k, v in tt.BF16_PEAK_TFLOPS.items() if k in name), None)

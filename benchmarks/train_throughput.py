@@ -150,22 +150,25 @@ def main() -> None:
     p.add_argument("--packed", type=int, default=os.cpu_count(), help="runs side by side in section 2")
     p.add_argument("--curve-steps", type=int, default=0, help="section 3's steps per precision (0: skip)")
     p.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak")
+    p.add_argument("--skip-cpu", action="store_true", help="skip sections 1-3 (on a GPU machine)")
     args = p.parse_args()
     b, s, w = args.batch_size, args.steps, args.warmup
     print(f"# dSprites conv beta-VAE, batch {b}, {s} timed steps after {w}; torch {torch.__version__}, "
           f"{os.cpu_count()} cores, CPU capability {torch.backends.cpu.get_cpu_capability()}")
 
     torch.set_num_threads(args.threads)
-    base = plain_loop(s, w, b, "cpu")
-    fast = vaebias_fit(s, w, b, "cpu")
-    fp32_fit = vaebias_fit(s, w, b, "cpu", precision="fp32", channels_last=False, fused_adam=False)
-    print(f"## 1. one run, {args.threads} threads")
-    print(f"plain fp32 loop:              {base:8.0f} images/s")
-    print(f"vaebias fit, fp32 settings:   {fp32_fit:8.0f} images/s ({fp32_fit / base:.2f}x: the loop's own overhead)")
-    print(f"vaebias fit, fast step:       {fast:8.0f} images/s ({fast / base:.2f}x)", flush=True)
-
-    ratio_line = f"ratio (vaebias fast step / plain fp32 loop, one run): {fast / base:.2f}x"
-    if args.packed > 1:
+    ratio_line = "ratio: not measured (CPU skipped, no CUDA)"
+    if not args.skip_cpu:
+        base = plain_loop(s, w, b, "cpu")
+        fast = vaebias_fit(s, w, b, "cpu")
+        fp32_fit = vaebias_fit(s, w, b, "cpu", precision="fp32", channels_last=False, fused_adam=False)
+        print(f"## 1. one run, {args.threads} threads")
+        print(f"plain fp32 loop:              {base:8.0f} images/s")
+        print(f"vaebias fit, fp32 settings:   {fp32_fit:8.0f} images/s ({fp32_fit / base:.2f}x: the loop's own "
+              f"overhead)")
+        print(f"vaebias fit, fast step:       {fast:8.0f} images/s ({fast / base:.2f}x)", flush=True)
+        ratio_line = f"ratio (vaebias fast step / plain fp32 loop, one run): {fast / base:.2f}x"
+    if args.packed > 1 and not args.skip_cpu:
         agg = packed(args.packed, s, w, b)
         print(f"## 2. {args.packed} runs side by side, one thread each (how vaebias packs runs on a CPU)")
         print(f"vaebias fast step, aggregate: {agg:8.0f} images/s; baseline one run after another: "
@@ -173,7 +176,7 @@ def main() -> None:
         ratio_line = (f"ratio (vaebias, {args.packed} packed fast-step runs / plain fp32 loop, runs one after "
                       f"another; images/s): {agg / base:.2f}x")
 
-    if args.curve_steps:
+    if args.curve_steps and not args.skip_cpu:
         torch.set_num_threads(args.threads)
         fp32 = {"precision": "fp32", "channels_last": False, "fused_adam": False}
         curves = {}
