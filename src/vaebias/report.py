@@ -162,10 +162,18 @@ def figure_manipulation(base, altered, out_png, *, epsilon: float, num: int = 4,
                 ax.set_title(["original x", middle, "altered x'"][j], fontsize=9)
     title = (title + "\n" if title else "") + f"max |x' − x| over these images: {np.abs(d).max():.3f}"
     fig.suptitle(title, fontsize=10)
+    return save_figure(fig, out_png, dpi=100)
+
+
+def save_figure(fig, out_png: str | os.PathLike, *, dpi: int = 110) -> Path:
+    """Lay out a matplotlib figure, write it as a PNG atomically (never a partial file)
+    and close it. Returns the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out_png = Path(out_png)
     with atomic_path(out_png, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
     return out_png
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from vaebias.errors import ConfigError, RunError
-from vaebias.io import atomic_path, read_json, write_json
+from vaebias.io import read_json, write_json
 
 __all__ = ["PRIMARY", "SCALES", "figure_robustness", "robustness_grid", "summarise_robustness",
            "write_robustness"]
@@ -147,12 +147,9 @@ def figure_robustness(rows: list[dict], out_png: str | os.PathLike) -> Path:
         ax.legend(fontsize=7)
     fig.suptitle("MIG over the primary hyperparameter\n(mean ± std over kept runs; -n: over-pruned runs "
                  "discarded)", fontsize=9)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    with atomic_path(out_png, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return out_png
+    from vaebias.report import save_figure
+
+    return save_figure(fig, out_png, dpi=110)
 
 
 def write_robustness(out: str | os.PathLike) -> dict:

@@ -156,11 +156,9 @@ def write_traversal(run_dir: str | os.PathLike, out_png: str | os.PathLike, *, g
                 ax.set_xlabel(f"{values[i, j - 1]:.2f}", fontsize=6)
     fig.suptitle(f"{record['model']} ({Path(run_dir).name}): latent traversals around x0 "
                  f"(2nd-98th percentile of each latent)", fontsize=8)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    from vaebias.report import save_figure
+
+    out_png = save_figure(fig, out_png, dpi=110)
     result = {"png": str(out_png), "values": values.tolist()}
     if gif is not None:
         order = list(range(num_values)) + list(range(num_values - 2, 0, -1))  # there and back
