@@ -8,7 +8,9 @@ The model is the dSprites conv beta-VAE (the standard encoder/decoder, batch 64)
   contiguous layout.
 - vaebias: the real training loop, :func:`vaebias.training.fit` with
   ``TrainConfig.fast()`` (bf16 autocast of the forward passes, channels-last, fused
-  Adam), including its sampler, logging and checkpoint.
+  Adam, and on a CPU the batch split into one shard per torch thread, each shard's
+  forward and backward on its own thread: ``data_parallel``), including its sampler,
+  logging and checkpoint.
 
 Sections (images/s over ``--steps`` steps after ``--warmup`` steps):
 
@@ -23,7 +25,7 @@ Sections (images/s over ``--steps`` steps after ``--warmup`` steps):
    fraction of the device's bf16 peak (``--peak-tflops``, or a table of known devices),
    from a FLOP count of one step (``torch.utils.flop_counter``).
 
-The last line is the ratio of section 2 on a CPU machine (section 4 on a GPU machine).
+The last line is the ratio of section 1 on a CPU machine (section 4 on a GPU machine).
 
     .venv/bin/python benchmarks/train_throughput.py [--steps 100] [--curve-steps 2000]
 """
@@ -39,7 +41,7 @@ import time
 import numpy as np
 import torch
 
-from vaebias.config import TrainConfig
+from vaebias.config import FAST_STEP, TrainConfig
 from vaebias.data import load_dataset
 from vaebias.models import build_model
 from vaebias.training import fit
@@ -82,7 +84,7 @@ def vaebias_fit(steps: int, warmup: int, batch: int, device: str, seed: int = 0,
     """images/s of vaebias's training loop (``fit``) over the steps after ``warmup``."""
     data = load_dataset("dsprites")
     model = _model(data, seed)
-    kw = {"precision": "bf16", "channels_last": True, "fused_adam": True, **train_kw}
+    kw = {**FAST_STEP, **train_kw}
     cfg = TrainConfig(steps=warmup + steps, batch_size=batch, seed=seed, device=device,
                       checkpoint_every=10 ** 9, log_every=10 ** 9, **kw)
     mark = {}
@@ -141,6 +143,10 @@ def step_flops(device: str, batch: int) -> float:
     return float(counter.get_total_flops())
 
 
+def _spread(values) -> str:
+    return "[" + ", ".join(f"{v:.0f}" for v in values) + "]"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=100)
@@ -150,6 +156,7 @@ def main() -> None:
     p.add_argument("--packed", type=int, default=os.cpu_count(), help="runs side by side in section 2")
     p.add_argument("--curve-steps", type=int, default=0, help="section 3's steps per precision (0: skip)")
     p.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved measurements in section 1 (median)")
     p.add_argument("--skip-cpu", action="store_true", help="skip sections 1-3 (on a GPU machine)")
     args = p.parse_args()
     b, s, w = args.batch_size, args.steps, args.warmup
@@ -159,26 +166,33 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     ratio_line = "ratio: not measured (CPU skipped, no CUDA)"
     if not args.skip_cpu:
-        base = plain_loop(s, w, b, "cpu")
-        fast = vaebias_fit(s, w, b, "cpu")
-        fp32_fit = vaebias_fit(s, w, b, "cpu", precision="fp32", channels_last=False, fused_adam=False)
-        print(f"## 1. one run, {args.threads} threads")
-        print(f"plain fp32 loop:              {base:8.0f} images/s")
-        print(f"vaebias fit, fp32 settings:   {fp32_fit:8.0f} images/s ({fp32_fit / base:.2f}x: the loop's own "
-              f"overhead)")
-        print(f"vaebias fit, fast step:       {fast:8.0f} images/s ({fast / base:.2f}x)", flush=True)
-        ratio_line = f"ratio (vaebias fast step / plain fp32 loop, one run): {fast / base:.2f}x"
+        fp32 = {"precision": "fp32", "channels_last": False, "fused_adam": False, "data_parallel": 1}
+        runs = {"plain": [], "fp32 fit": [], "unsharded": [], "fast": []}
+        for _ in range(args.repeats):  # interleaved, so that drifting load hits all alike
+            runs["plain"].append(plain_loop(s, w, b, "cpu"))
+            runs["fast"].append(vaebias_fit(s, w, b, "cpu"))
+            runs["fp32 fit"].append(vaebias_fit(s, w, b, "cpu", **fp32))
+            runs["unsharded"].append(vaebias_fit(s, w, b, "cpu", data_parallel=1))
+        med = {k: float(np.median(v)) for k, v in runs.items()}
+        base, fast = med["plain"], med["fast"]
+        print(f"## 1. one run, {args.threads} threads (median of {args.repeats} interleaved measurements)")
+        print(f"plain fp32 loop:                      {base:8.0f} images/s  {_spread(runs['plain'])}")
+        print(f"vaebias fit, fp32 settings:           {med['fp32 fit']:8.0f} images/s ({med['fp32 fit'] / base:.2f}x: "
+              f"the loop's own overhead)")
+        print(f"vaebias fit, fast step, unsharded:    {med['unsharded']:8.0f} images/s "
+              f"({med['unsharded'] / base:.2f}x)")
+        print(f"vaebias fit, fast step:               {fast:8.0f} images/s ({fast / base:.2f}x)  "
+              f"{_spread(runs['fast'])}", flush=True)
+        ratio_line = f"ratio (vaebias fast step / plain fp32 loop, one run, images/s): {fast / base:.2f}x"
     if args.packed > 1 and not args.skip_cpu:
         agg = packed(args.packed, s, w, b)
-        print(f"## 2. {args.packed} runs side by side, one thread each (how vaebias packs runs on a CPU)")
-        print(f"vaebias fast step, aggregate: {agg:8.0f} images/s; baseline one run after another: "
-              f"{base:.0f} images/s")
-        ratio_line = (f"ratio (vaebias, {args.packed} packed fast-step runs / plain fp32 loop, runs one after "
-                      f"another; images/s): {agg / base:.2f}x")
+        print(f"## 2. {args.packed} runs side by side, one thread each (another way to use the cores for "
+              f"several runs)")
+        print(f"vaebias fast step, aggregate: {agg:8.0f} images/s ({agg / base:.2f}x the plain loop's one run)")
 
     if args.curve_steps and not args.skip_cpu:
         torch.set_num_threads(args.threads)
-        fp32 = {"precision": "fp32", "channels_last": False, "fused_adam": False}
+        fp32 = {"precision": "fp32", "channels_last": False, "fused_adam": False, "data_parallel": 1}
         curves = {}
         for name, seed, kw in (("fp32", 0, fp32), ("fast", 0, {}), ("fp32 seed 1", 1, fp32)):
             losses = []

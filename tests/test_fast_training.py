@@ -28,7 +28,8 @@ def _cfg(model="beta_vae", **train_kw):
 
 def test_fast_preset():
     f = TrainConfig.fast(steps=10)
-    assert (f.precision, f.channels_last, f.fused_adam, f.compile, f.steps) == ("bf16", True, True, False, 10)
+    assert (f.precision, f.channels_last, f.fused_adam, f.compile, f.data_parallel, f.steps) == (
+        "bf16", True, True, False, 0, 10)
     assert TrainConfig().precision == "fp32" and not TrainConfig().channels_last
 
 
@@ -99,7 +100,7 @@ def test_runs_written_before_the_speed_settings_resume(tmp_path, toy):
     train(cfg, tmp_path / "r", data=toy, progress=False, callback=lambda s, t: None)
     # an older vaebias wrote config.yaml without the new TrainConfig fields
     rec = read_yaml(tmp_path / "r" / "config.yaml")
-    for k in ("precision", "channels_last", "fused_adam", "compile"):
+    for k in ("precision", "channels_last", "fused_adam", "compile", "data_parallel"):
         del rec["train"][k]
     write_yaml(tmp_path / "r" / "config.yaml", rec)
     assert is_finished(tmp_path / "r")

@@ -76,7 +76,7 @@ def test_expand_grid_order_and_stable_ids(tmp_path):
     # hashed: the config without the train fields at TrainConfig's defaults (the seed stays)
     defaults = {"lr": 1e-4, "adam_betas": [0.9, 0.999], "adam_eps": 1e-8, "device": "auto",
                 "checkpoint_every": 1000, "log_every": 100, "precision": "fp32", "channels_last": False,
-                "fused_adam": False, "compile": False, "steps": 300_000, "batch_size": 64}
+                "fused_adam": False, "compile": False, "data_parallel": 1, "steps": 300_000, "batch_size": 64}
     hashed = dict(cfg, train={k: v for k, v in cfg["train"].items() if k == "seed" or defaults.get(k) != v})
     digest = hashlib.sha256(json.dumps(hashed, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:8]
     assert ids[4] == f"beta_vae-toy-beta4-seed0-{digest}" == run_id(cfg)

@@ -96,7 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=_positive_int, default=1000)
     t.add_argument("--param", action="append", metavar="KEY=VALUE", help="model hyperparameter, e.g. beta=8")
     t.add_argument("--fast", action="store_true",
-                   help="the fast training step: bf16 autocast, channels-last, fused Adam (see --precision)")
+                   help="the fast training step: bf16 autocast, channels-last, fused Adam, automatic CPU "
+                        "data parallelism (see --precision, --data-parallel)")
+    t.add_argument("--data-parallel", type=int, default=None, metavar="N",
+                   help="shards per batch on CPU threads (0: auto, 1: off; AE and beta-VAE; explicit "
+                        "options win over --fast)")
     t.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                    help="fp32 (default) or bf16 autocast of the forward passes (explicit options win over --fast)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model's networks")
@@ -208,7 +212,11 @@ def _run(args) -> int:
                          "seed": args.seed, "device": args.device,
                          "checkpoint_every": args.checkpoint_every}}
         if args.fast:
-            cfg["train"].update(precision="bf16", channels_last=True, fused_adam=True)
+            from vaebias.config import FAST_STEP
+
+            cfg["train"].update(FAST_STEP)
+        if args.data_parallel is not None:
+            cfg["train"]["data_parallel"] = args.data_parallel
         if args.precision:
             cfg["train"]["precision"] = args.precision
         if args.compile:

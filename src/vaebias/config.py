@@ -14,7 +14,7 @@ from typing import Any, Mapping, TypeVar
 
 from vaebias.errors import ConfigError
 
-__all__ = ["from_dict", "to_dict", "check", "TrainConfig"]
+__all__ = ["FAST_STEP", "TrainConfig", "check", "from_dict", "to_dict"]
 
 T = TypeVar("T")
 
@@ -117,6 +117,9 @@ def to_dict(obj: Any) -> Any:
 #: values of :attr:`TrainConfig.precision`
 PRECISIONS = ("fp32", "bf16")
 
+#: the fast training step's settings (:meth:`TrainConfig.fast`, ``vaebias train --fast``)
+FAST_STEP = {"precision": "bf16", "channels_last": True, "fused_adam": True, "data_parallel": 0}
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -141,6 +144,14 @@ class TrainConfig:
         channels_last: convolution weights and images in channels-last memory layout.
         fused_adam: Adam's fused single-kernel step (same update rule, float rounding differs).
         compile: ``torch.compile`` the model's submodules in place (``nn.Module.compile``).
+        data_parallel: shards per batch, run side by side on CPU threads with one torch
+            thread each, their gradients summed before one optimiser step
+            (:mod:`vaebias.models.sharded`). The step is the unsharded one up to float
+            rounding -- same data, same noise -- for models whose loss is a batch mean
+            (``Model.batch_separable``: the AE and beta-VAE). 1 (default): off; 0: auto --
+            the process's torch threads on a CPU for such models, capped so that each
+            shard holds at least 8 rows, and off otherwise; N > 1: exactly N (CPU and a
+            batch-separable model only).
     """
 
     steps: int = 300_000
@@ -156,12 +167,14 @@ class TrainConfig:
     channels_last: bool = False
     fused_adam: bool = False
     compile: bool = False
+    data_parallel: int = 1
 
     @classmethod
     def fast(cls, **kw) -> TrainConfig:
-        """The fast training step: bf16 autocast, channels-last layout and fused Adam
-        (``vaebias train --fast``); keyword arguments override any field."""
-        return cls(**{"precision": "bf16", "channels_last": True, "fused_adam": True, **kw})
+        """The fast training step (:data:`FAST_STEP`: bf16 autocast, channels-last layout,
+        fused Adam, automatic CPU data parallelism; ``vaebias train --fast``); keyword
+        arguments override any field."""
+        return cls(**{**FAST_STEP, **kw})
 
     def __post_init__(self):
         check(self.steps > 0, "steps", self.steps, "an integer > 0")
@@ -176,6 +189,8 @@ class TrainConfig:
         check(self.log_every > 0, "log_every", self.log_every, "an integer > 0")
         check(self.precision in PRECISIONS, "precision", self.precision,
               " or ".join(repr(p) for p in PRECISIONS))
+        check(isinstance(self.data_parallel, int) and self.data_parallel >= 0, "data_parallel",
+              self.data_parallel, "an integer >= 0 (0: auto, 1: off)")
         for name in ("channels_last", "fused_adam", "compile"):
             check(isinstance(getattr(self, name), bool), name, getattr(self, name), "true or false")
         check(

@@ -36,6 +36,7 @@ from vaebias.io import as_plain, atomic_path, ensure_writable_dir, read_yaml, ve
 __all__ = [
     "RunConfig",
     "build_run",
+    "data_parallel_shards",
     "fit",
     "open_run_dir",
     "train",
@@ -156,13 +157,13 @@ def fit(
         RunError: the directory is unwritable or belongs to a different config.
     """
     cfg = train_config
+    device = resolve_device(cfg.device)
+    model.to(device)
+    layout = _apply_speed_settings(model, cfg, device)  # refuses bad settings before anything is written
     run_dir = open_run_dir(run_dir, record)
 
-    device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)  # re-seeded so the model's RNG state is the run's own
     rng = np.random.default_rng(cfg.seed)
-    model.to(device)
-    layout = _apply_speed_settings(model, cfg, device)
     optimizers = model.configure_optimizers(cfg)
 
     step, resumed_from = 0, None
@@ -203,6 +204,9 @@ def fit(
 
     sampler = model.batch_sampler(data) if hasattr(model, "batch_sampler") else UniformSampler(data)
     model.train()
+    threads = torch.get_num_threads()
+    if getattr(model, "data_parallel", 1) > 1:
+        torch.set_num_threads(1)  # one torch thread per shard
     acc: dict[str, float] = {}
     n_acc = 0
     t_start = time.perf_counter()
@@ -241,6 +245,7 @@ def fit(
         raise
     finally:
         bar.close()
+        torch.set_num_threads(threads)
     return {"step": step, "resumed_from": resumed_from, "last": rows[-1] if rows else {}}
 
 
@@ -299,7 +304,32 @@ def _apply_speed_settings(model: torch.nn.Module, cfg: TrainConfig, device: torc
     if cfg.compile:
         for child in model.children():
             child.compile()  # in place: state_dict keys unchanged
+    model.data_parallel = data_parallel_shards(model, cfg, device)
     return layout
+
+
+def data_parallel_shards(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> int:
+    """Shards per step for ``cfg.data_parallel`` (see :class:`~vaebias.config.TrainConfig`):
+    0 (auto) -> the process's torch threads on a CPU for a batch-separable model, capped
+    at ``batch_size // 8``; otherwise 1. An explicit N > 1 is capped at the batch size.
+
+    Raises:
+        ConfigError: N > 1 on a CUDA device or for a model that is not batch-separable.
+    """
+    k = cfg.data_parallel
+    separable = getattr(model, "batch_separable", False)
+    if k == 0:
+        if device.type != "cpu" or not separable:
+            return 1
+        return max(1, min(torch.get_num_threads(), cfg.batch_size // 8))
+    if k > 1:
+        if device.type != "cpu":
+            raise ConfigError(f"data_parallel = {k}: sharding a step over threads is for CPU training; "
+                              f"use 1 or 0 (auto) on {device}")
+        if not separable:
+            raise ConfigError(f"data_parallel = {k}: model {getattr(model, 'name', type(model).__name__)!r} is "
+                              f"not batch-separable (only the AE and beta-VAE are); use 1 or 0 (auto)")
+    return min(k, cfg.batch_size)
 
 
 def _same_record(old: dict, new: dict) -> bool:

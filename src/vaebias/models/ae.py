@@ -21,6 +21,7 @@ class AE(Model):
     """Deterministic autoencoder; latent size = number of ground-truth factors."""
 
     ensemble_ok = True
+    batch_separable = True
 
     @dataclasses.dataclass
     class Config:

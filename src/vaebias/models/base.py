@@ -97,6 +97,11 @@ class Model(nn.Module):
     #: the default ``training_step`` and optimiser, and no torch randomness other than
     #: :func:`reparameterize`
     ensemble_ok: ClassVar[bool] = False
+    #: True when the loss terms are means over the batch's rows and the only randomness
+    #: is :func:`reparameterize` with one noise row per batch row: the batch can then be
+    #: split into shards computed side by side (``TrainConfig.data_parallel``,
+    #: :mod:`vaebias.models.sharded`) with the same step
+    batch_separable: ClassVar[bool] = False
 
     @dataclasses.dataclass
     class Config:
@@ -107,6 +112,9 @@ class Model(nn.Module):
     #: dtype of the mixed-precision forward passes, set by the training loop from
     #: ``TrainConfig.precision`` (None: full float32)
     autocast_dtype: torch.dtype | None = None
+    #: shards per step of the default ``training_step`` (set by the training loop from
+    #: ``TrainConfig.data_parallel``; 1: unsharded)
+    data_parallel: int = 1
 
     def __init__(self, observation_shape: tuple[int, int, int], num_factors: int, config=None):
         super().__init__()
@@ -154,10 +162,15 @@ class Model(nn.Module):
 
     def training_step(self, batch: dict, optimizers: dict) -> dict[str, float]:
         opt = optimizers["main"]
-        with self.autocast():
-            terms = self.loss(batch)
-        opt.zero_grad(set_to_none=True)
-        terms["loss"].backward()
+        if self.data_parallel > 1:
+            from vaebias.models.sharded import sharded_backward
+
+            terms = sharded_backward(self, batch, self.data_parallel)
+        else:
+            with self.autocast():
+                terms = self.loss(batch)
+            opt.zero_grad(set_to_none=True)
+            terms["loss"].backward()
         opt.step()
         return {k: float(v.detach()) for k, v in terms.items()}
 

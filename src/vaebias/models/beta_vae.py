@@ -28,6 +28,7 @@ class BetaVAE(GaussianVAE):
     """β-VAE with latent size = number of ground-truth factors."""
 
     ensemble_ok = True
+    batch_separable = True
 
     @dataclasses.dataclass
     class Config:
