@@ -33,7 +33,9 @@ from vaebias.io import ensure_writable_dir, read_json, read_yaml, write_json, wr
 __all__ = ["Profile", "load_profile", "profiles", "reproduce", "EPSILON", "VARIANTS"]
 
 #: ε of the manipulation and the noise control per dataset (paper Sec. 5.2)
-EPSILON = {"dsprites": 0.1, "shapes3d": 0.175, "toy": 0.1}
+EPSILON = {"dsprites": 0.1, "shapes3d": 0.175, "toy": 0.1, "blobs": 0.1}
+#: how the entangled reference is found (``Profile.entangled_reference``)
+ENTANGLED_REFERENCES = ("restart", "rotated")
 VARIANTS = ("original", "modified", "noise")
 #: the seven rows of the paper's Table 1
 TABLE1_MODELS = ("ae", "beta_vae", "factor_vae", "beta_tc_vae", "slow_vae", "pcl", "weak_gan")
@@ -58,6 +60,14 @@ class Profile:
         batch_size: batch of every stage (64).
         field_width: channel multiplier of m_ψ (see ManipulationConfig).
         checkpoint_every: steps between checkpoints.
+        lr: Adam's learning rate in every stage (1e-4, disentanglement_lib's).
+        train_settings: further :class:`~vaebias.config.TrainConfig` fields of every
+            stage, e.g. the fast step's ``{precision: bf16, channels_last: true,
+            fused_adam: true, data_parallel: 0}``.
+        entangled_reference: "restart" (the paper, Sec. 4.4: the lowest-MIG restart)
+            or "rotated": the highest-MIG restart with its latent space rotated
+            (:func:`vaebias.manipulation.rotate_reference`), for datasets on which
+            every restart disentangles.
     """
 
     name: str
@@ -74,6 +84,9 @@ class Profile:
     batch_size: int = 64
     field_width: float = 1.0
     checkpoint_every: int = 1000
+    lr: float = 1e-4
+    train_settings: dict = dataclasses.field(default_factory=dict)
+    entangled_reference: str = "restart"
 
     def __post_init__(self):
         from vaebias.models import get_model_class
@@ -89,6 +102,15 @@ class Profile:
         for m, steps in self.model_steps.items():
             check(m in self.models, f"model_steps.{m}", steps, f"a model of this profile ({', '.join(self.models)})")
             check(isinstance(steps, int) and steps > 0, f"model_steps.{m}", steps, "an integer > 0")
+        check(self.lr > 0, "lr", self.lr, "a number > 0")
+        check(self.entangled_reference in ENTANGLED_REFERENCES, "entangled_reference", self.entangled_reference,
+              " or ".join(repr(e) for e in ENTANGLED_REFERENCES))
+        fixed = {"steps", "batch_size", "seed", "device", "checkpoint_every", "log_every", "lr"}
+        known = {f.name for f in dataclasses.fields(TrainConfig)} - fixed
+        for key in self.train_settings:
+            check(key in known, f"train_settings.{key}", self.train_settings[key],
+                  f"one of {', '.join(sorted(known))} (the others are set by the profile)")
+        TrainConfig(**self.train_settings)  # validates the values
         for m, params in self.model_params.items():
             check(m in self.models, f"model_params.{m}", params, f"a model of this profile ({', '.join(self.models)})")
             check(isinstance(params, dict), f"model_params.{m}", params, "a mapping of hyperparameters")
@@ -133,6 +155,18 @@ def _canonical(obj) -> str:
     from vaebias.sweep import _canonical as canonical
 
     return canonical(obj)
+
+
+def _same_spec(old: dict, new: dict) -> bool:
+    """Whether a results folder's ``profile.yaml`` describes this reproduction: compared
+    after filling in the Profile fields added since it was written."""
+    old = dict(old)
+    if isinstance(old.get("profile"), dict):
+        try:
+            old["profile"] = to_dict(from_dict(Profile, old["profile"]))
+        except ConfigError:
+            return False
+    return old == new
 
 
 def _say(msg: str) -> None:
@@ -180,7 +214,7 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
     spec = {"dataset": dataset, "data_dir": data_dir, "profile": to_dict(prof)}
     spec_path = out / "profile.yaml"
     if spec_path.exists():
-        if read_yaml(spec_path) != spec:
+        if not _same_spec(read_yaml(spec_path), spec):
             raise RunError(f"{str(out)!r} holds results of a different profile or dataset "
                            f"(see {spec_path}); use a new --out folder")
     else:
@@ -196,7 +230,8 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
 
     def train_cfg(steps: int, seed: int) -> TrainConfig:
         return TrainConfig(steps=steps, batch_size=prof.batch_size, seed=seed, device=device,
-                           checkpoint_every=prof.checkpoint_every, log_every=min(100, steps))
+                           checkpoint_every=prof.checkpoint_every, log_every=min(100, steps), lr=prof.lr,
+                           **prof.train_settings)
 
     evaluation = {"metrics": ["mig", "active_units"], "num_points": prof.eval_points, "seed": 0,
                   "batch_size": 1000}
@@ -233,11 +268,13 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
             raise RunError(f"{len(bad)} {what} failed (rerun to retry): "
                            + "; ".join(f"{r['id']}: {r['error']}" for r in bad))
 
-    # 1. references: R β-VAE restarts (seeds 1000 + r, disjoint from the table's seeds)
+    # 1. references: R β-VAE restarts (seeds 1000 + r, disjoint from the table's seeds), with
+    #    the β-VAE hyperparameters of the table's runs
     ref_tasks = []
     for r in range(prof.reference_restarts):
         rd = out / "references" / f"beta_vae_seed{1000 + r}"
-        cfg = RunConfig(model="beta_vae", dataset=data_spec, train=train_cfg(prof.reference_steps, 1000 + r))
+        cfg = RunConfig(model="beta_vae", dataset=data_spec, model_params=dict(prof.model_params.get("beta_vae", {})),
+                        train=train_cfg(prof.reference_steps, 1000 + r))
         ref_tasks.append(task(rd, cfg, restart=r))
 
     def said_reference(spec, res):
@@ -250,15 +287,26 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
     # keyed by the run directory as given (selection.json records these strings)
     scores = {str(out / spec["id"]): res["metrics"]["mig"]["mig"] for spec, res in zip(ref_tasks, results)}
 
-    # 2. selection (paper Sec. 4.4)
+    # 2. selection (paper Sec. 4.4), or the rotated disentangled reference
     man_dir = out / "manipulation"
     sel = select_references(scores)
+    if prof.entangled_reference == "rotated":
+        from vaebias.evaluation import evaluate_run
+        from vaebias.manipulation import rotate_reference
+
+        best = Path(sel["disentangled"])
+        rot = rotate_reference(best, out / "references" / f"rotated_{best.name}", data)
+        ev = {k: v for k, v in evaluation.items() if k != "metrics"}
+        rot_mig = evaluate_run(rot["run_dir"], evaluation["metrics"], data=data, device=device, **ev)["mig"]["mig"]
+        sel = {"entangled": rot["run_dir"], "disentangled": str(best), "scores": {**scores, rot["run_dir"]: rot_mig},
+               "entangled_reference": "rotated", "rotated_units": rot["active"]}
+        _say(f"entangled reference: {best.name} rotated over units {rot['active']} (MIG {rot_mig:.3f})")
     sel_path = man_dir / "selection.json"
     if sel_path.exists() and read_json(sel_path)["entangled"] != sel["entangled"]:
         raise RunError(f"{sel_path} disagrees with the reference scores; delete {man_dir} to redo it")
     write_json(sel_path, sel)
-    _say(f"entangled reference {Path(sel['entangled']).name} (MIG {scores[sel['entangled']]:.3f}), "
-         f"disentangled {Path(sel['disentangled']).name} (MIG {scores[sel['disentangled']]:.3f})")
+    _say(f"entangled reference {Path(sel['entangled']).name} (MIG {sel['scores'][sel['entangled']]:.3f}), "
+         f"disentangled {Path(sel['disentangled']).name} (MIG {sel['scores'][sel['disentangled']]:.3f})")
 
     # 3. m_ψ (paper Sec. 4.5)
     mcfg = ManipulationConfig(epsilon=EPSILON[dataset], field_width=prof.field_width)

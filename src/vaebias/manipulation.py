@@ -37,6 +37,8 @@ __all__ = [
     "ManipulationConfig",
     "ManipulationField",
     "Manipulator",
+    "dct_rotation",
+    "rotate_reference",
     "select_references",
     "train_manipulation",
     "load_field",
@@ -89,14 +91,15 @@ class ManipulationField(nn.Module):
     decoder (``width`` multiplier) followed by tanh, so ‖m‖∞ ≤ 1 by construction.
     """
 
-    def __init__(self, factor_sizes, categorical_factors, out_channels: int, width: float = 1.0):
+    def __init__(self, factor_sizes, categorical_factors, out_channels: int, width: float = 1.0,
+                 image_size: int = 64):
         super().__init__()
         self.factor_sizes = tuple(int(s) for s in factor_sizes)
         self.categorical = tuple(int(i) for i in categorical_factors)
         in_dim = len(self.factor_sizes) + sum(self.factor_sizes[i] for i in self.categorical)
         self.register_buffer("_scale", torch.tensor([max(s - 1, 1) for s in self.factor_sizes],
                                                     dtype=torch.float32))
-        self.net = ConvDecoder(in_dim, out_channels, width=width)
+        self.net = ConvDecoder(in_dim, out_channels, width=width, image_size=image_size)
 
     def encode_factors(self, factors: torch.Tensor) -> torch.Tensor:
         f = factors.long()
@@ -138,9 +141,9 @@ class Manipulator(nn.Module):
         for ref in (self.ent, self.dis):
             for p in ref.encoder.parameters():
                 p.requires_grad_(False)
-        out_channels = entangled.observation_shape[0]
+        out_channels, size = entangled.observation_shape[0], entangled.observation_shape[1]
         self.field = ManipulationField(factor_sizes, categorical_factors, out_channels,
-                                       width=config.field_width)
+                                       width=config.field_width, image_size=size)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -210,6 +213,100 @@ def select_references(scores: dict[str, float]) -> dict:
     return {"entangled": items[0][0], "disentangled": items[-1][0], "scores": dict(scores)}
 
 
+def dct_rotation(k: int) -> torch.Tensor:
+    """The orthonormal DCT-II matrix float64 (k, k): a rotation that mixes every axis
+    with every other (for k = 2, the 45° rotation up to a reflection).
+
+    Entry (i, j) = c_i cos(π (2j + 1) i / (2k)), c_0 = sqrt(1/k), c_i = sqrt(2/k).
+    """
+    if k < 1:
+        raise ValueError(f"k = {k}: expected an integer >= 1")
+    i = torch.arange(k, dtype=torch.float64)[:, None]
+    j = torch.arange(k, dtype=torch.float64)[None, :]
+    q = torch.cos(torch.pi * (2 * j + 1) * i / (2 * k)) * (2.0 / k) ** 0.5
+    q[0] /= 2 ** 0.5
+    return q
+
+
+def rotate_reference(source_dir: str | os.PathLike, out_dir: str | os.PathLike, data: GroundTruthData, *,
+                     num_points: int = 2000, threshold: float = 0.8, seed: int = 0) -> dict:
+    """The entangled reference as the disentangled one with its latent space rotated
+    (the ``entangled_reference: rotated`` option of a profile).
+
+    Where every β-VAE restart disentangles (small datasets, e.g. ``blobs``), the paper's
+    "lowest-MIG restart" is not entangled. This builds one that is, as an alignment the
+    architecture can express: with Q the orthonormal DCT matrix (:func:`dct_rotation`)
+    over the active units (mean posterior variance < ``threshold`` on ``num_points``
+    samples; the identity on the others),
+
+    - encoder mean head: W_μ <- Q W_μ, b_μ <- Q b_μ, so the codes are Q μ(x);
+    - decoder's first layer: W <- W Qᵀ, so decode'(Q μ) = decode(μ) exactly;
+    - log-variance head: unchanged, so rotated unit i keeps the posterior variance
+      of unit i. The KL term is exactly the source's (|Qμ| = |μ|), and so are the
+      reconstructions from the posterior mean; the posterior noise, axis-aligned in
+      the new code space, lies along the rotated directions in the source's: the
+      reference is a solution of the same loss up to the orientation of its noise --
+      exactly the freedom the paper's argument is about (Sec. 4.1-4.2).
+
+    The result is an ordinary β-VAE run directory (``config.yaml`` of the source plus a
+    ``rotated_from`` entry and the matrix, ``checkpoint.pt``): its reconstructions from
+    the posterior mean are the source's, its MIG is low.
+
+    Args:
+        source_dir: the disentangled reference's run directory (a GaussianVAE).
+        out_dir: the new run directory (kept if it already holds this rotation).
+        data: the dataset the reference was trained on.
+
+    Returns:
+        ``{"run_dir", "active", "rotation"}``: the directory, the rotated units and Q
+        (list of lists).
+
+    Raises:
+        RunError: the source is not a stochastic model with ``encoder.heads`` and a
+            linear first decoder layer, or has fewer than two active units.
+    """
+    import numpy as np
+
+    from vaebias.io import ensure_writable_dir, read_yaml, write_yaml
+
+    out_dir = Path(out_dir)
+    model, record = load_run(source_dir, "cpu")
+    heads = getattr(getattr(model, "encoder", None), "heads", None)
+    first = getattr(getattr(model, "decoder", None), "net", [None])[0]
+    if not getattr(model, "stochastic", False) or not isinstance(heads, nn.Linear) or not isinstance(first, nn.Linear):
+        raise RunError(f"{str(source_dir)!r}: rotating the latent space needs a VAE with the standard encoder "
+                       f"heads and decoder (got {record.get('model')!r})")
+    d = model.num_factors
+    x = data.images(data.sample_factors(num_points, np.random.default_rng(seed)))
+    with torch.no_grad():
+        variances = torch.cat([model.posterior(b)[1] for b in x.split(500)]).mean(0)
+    active = [int(i) for i in torch.nonzero(variances < threshold).flatten()]
+    if len(active) < 2:
+        raise RunError(f"{str(source_dir)!r} has {len(active)} active unit(s) (mean posterior variance < "
+                       f"{threshold}); rotating needs at least 2")
+    q = torch.eye(d, dtype=torch.float64)
+    q[np.ix_(active, active)] = dct_rotation(len(active))
+    with torch.no_grad():  # heads: [mean rows; log-variance rows]; only the mean rows turn
+        heads.weight[:d] = (q @ heads.weight[:d].double()).float()
+        heads.bias[:d] = (q @ heads.bias[:d].double()).float()
+        first.weight.copy_((first.weight.double() @ q.T).float())
+    rotation = {"source": str(Path(source_dir).resolve()), "active_units": active, "matrix": q.tolist()}
+    rec = dict(record, rotated_from=rotation)
+    ensure_writable_dir(out_dir)
+    if (out_dir / "config.yaml").exists() and (out_dir / CHECKPOINT).exists():
+        old = read_yaml(out_dir / "config.yaml").get("rotated_from", {})
+        if old.get("matrix") == rotation["matrix"] and old.get("active_units") == active:
+            return {"run_dir": str(out_dir), "active": active, "rotation": q.tolist()}  # done before
+        raise RunError(f"{out_dir / 'config.yaml'} holds another rotation; delete {str(out_dir)!r} to redo it")
+    state = torch.load(Path(source_dir) / CHECKPOINT, map_location="cpu", weights_only=False)
+    state["model"] = model.state_dict()
+    from vaebias.training import _atomic_torch_save
+
+    _atomic_torch_save(state, out_dir / CHECKPOINT)
+    write_yaml(out_dir / "config.yaml", rec)
+    return {"run_dir": str(out_dir), "active": active, "rotation": q.tolist()}
+
+
 def train_manipulation(
     data: GroundTruthData,
     entangled_dir: str | os.PathLike,
@@ -257,7 +354,7 @@ def load_field(manipulation_dir: str | os.PathLike, device="cpu") -> tuple[Manip
     info = record["dataset_info"]
     categorical = info.get("categorical_factors", [])
     field = ManipulationField(info["factor_sizes"], categorical, info["observation_shape"][0],
-                              width=cfg.field_width)
+                              width=cfg.field_width, image_size=info["observation_shape"][1])
     state = torch.load(d / CHECKPOINT, map_location=resolve_device(device), weights_only=False)
     prefix = "field."
     field.load_state_dict({k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)})

@@ -37,7 +37,7 @@ __all__ = [
     "load_dataset",
 ]
 
-_NAMES = ("dsprites", "shapes3d", "toy")
+_NAMES = ("dsprites", "shapes3d", "toy", "blobs")
 
 
 def available() -> list[str]:
@@ -93,7 +93,7 @@ def load_dataset(name: str | os.PathLike, *, path: str | os.PathLike | None = No
         data_dir: folder searched for the real file (default ``$VAEBIAS_DATA_DIR``).
         kwargs: ``in_memory`` for vaebias files (:class:`ExportedDataset`) and the real
             Shapes3D file (:class:`~vaebias.data.shapes3d.Shapes3DFile`, also
-            ``check_labels``); options of the toy dataset.
+            ``check_labels``); options of the toy and blobs datasets.
 
     Returns:
         a :class:`GroundTruthData`.
@@ -120,6 +120,10 @@ def load_dataset(name: str | os.PathLike, *, path: str | os.PathLike | None = No
         from vaebias.data.toy import ToySquares
 
         return ToySquares(**kwargs)
+    if name_str == "blobs":
+        from vaebias.data.blobs import Blobs
+
+        return Blobs(**kwargs)
     looks_like_path = os.sep in name_str or Path(name_str).suffix in (".h5", ".hdf5", ".npz")
     if looks_like_path or Path(name_str).exists():
         return _load_file(Path(name_str), **kwargs)

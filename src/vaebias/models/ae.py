@@ -13,7 +13,7 @@ import torch
 
 from vaebias.models import register
 from vaebias.models.base import Model, bernoulli_reconstruction
-from vaebias.models.networks import ConvDecoder, ConvEncoder
+from vaebias.models.networks import ConvDecoder, ConvEncoder, image_size_of
 
 
 @register("ae")
@@ -30,8 +30,9 @@ class AE(Model):
     def __init__(self, observation_shape, num_factors, config=None):
         super().__init__(observation_shape, num_factors, config)
         c = self.observation_shape[0]
-        self.encoder = ConvEncoder(c, num_factors, num_heads=1)
-        self.decoder = ConvDecoder(num_factors, c)
+        size = image_size_of(self.observation_shape)
+        self.encoder = ConvEncoder(c, num_factors, num_heads=1, image_size=size)
+        self.decoder = ConvDecoder(num_factors, c, image_size=size)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Codes float32 (n, num_factors) of images float32 (n, C, 64, 64)."""

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaebias.models.networks import ConvDecoder, ConvEncoder
+from vaebias.models.networks import ConvDecoder, ConvEncoder, image_size_of
 
 __all__ = ["Model", "GaussianVAE", "adam_options", "bernoulli_reconstruction", "gaussian_kl",
            "reparameterize"]
@@ -193,8 +193,9 @@ class GaussianVAE(Model):
     def __init__(self, observation_shape, num_factors, config=None):
         super().__init__(observation_shape, num_factors, config)
         c = self.observation_shape[0]
-        self.encoder = ConvEncoder(c, num_factors, num_heads=2)
-        self.decoder = ConvDecoder(num_factors, c)
+        size = image_size_of(self.observation_shape)
+        self.encoder = ConvEncoder(c, num_factors, num_heads=2, image_size=size)
+        self.decoder = ConvDecoder(num_factors, c, image_size=size)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Posterior mean float32 (n, d) of images float32 (n, C, 64, 64)."""

@@ -39,7 +39,9 @@ class BetaVAE(GaussianVAE):
         def __post_init__(self):
             check(self.beta > 0, "beta", self.beta, "a number > 0")
 
-    DEFAULTS = {"dsprites": {"beta": 8.0}, "shapes3d": {"beta": 32.0}}
+    #: dSprites and Shapes3D: the paper's values; blobs (the demo dataset): 4, from short CPU
+    #: trials (2,000 steps, 3 seeds) in which beta 2, 4 and 8 all disentangled the positions
+    DEFAULTS = {"dsprites": {"beta": 8.0}, "shapes3d": {"beta": 32.0}, "blobs": {"beta": 4.0}}
 
     def loss(self, batch: dict) -> dict[str, torch.Tensor]:
         x = batch["images"]

@@ -51,7 +51,7 @@ from torch import nn
 from vaebias.config import check
 from vaebias.models import register
 from vaebias.models.base import Model
-from vaebias.models.networks import ConvEncoder
+from vaebias.models.networks import ConvEncoder, image_size_of
 
 __all__ = ["PCL", "random_cycle"]
 
@@ -89,7 +89,7 @@ class PCL(Model):
         super().__init__(observation_shape, num_factors, config)
         c = self.observation_shape[0]
         d = self.num_factors
-        self.encoder = ConvEncoder(c, d, num_heads=1)
+        self.encoder = ConvEncoder(c, d, num_heads=1, image_size=image_size_of(self.observation_shape))
         self.a = nn.Parameter(torch.ones(d))
         self.b = nn.Parameter(-torch.ones(d))
         self.c = nn.Parameter(torch.zeros(d))

@@ -1,0 +1,182 @@
+"""The minutes-long demonstration's parts: the blobs dataset, the standard networks at
+32x32, the rotated entangled reference, and the profile options the demo uses.
+
+What is pinned: blob pixels equal the Gaussian formula at hand-picked points; the
+networks keep their layers at 32x32 and refuse sizes they cannot take; the DCT matrix
+is orthonormal and is the 45° rotation for two units; the rotated reference's codes are
+Q times the source's, its posterior variances (so its KL) and its reconstructions
+from the posterior mean equal the source's, and its MIG is low where the source's is high (the issue's test); the demo profile's
+options are validated; results folders written before the new profile fields resume."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from vaebias.data import load_dataset
+from vaebias.data.base import DataError
+from vaebias.data.blobs import Blobs
+from vaebias.errors import ConfigError
+from vaebias.evaluation import representation
+from vaebias.experiments import Profile, load_profile
+from vaebias.manipulation import dct_rotation, rotate_reference
+from vaebias.metrics import evaluate
+from vaebias.models.networks import ConvDecoder, ConvEncoder, image_size_of
+from vaebias.training import load_run, train
+
+
+def test_blob_pixels_by_hand():
+    # 22 positions over [5, 26]: integer centres 5, 6, ..., 26
+    b = Blobs(num_positions=22, canvas=32, sigma=2.0, aspect=2.0, margin=5.0, y_extent=1.0)
+    assert b.factor_sizes == (22, 22) and b.factor_names == ("posX", "posY")
+    assert b.observation_shape == (1, 32, 32) and len(b) == 484
+    img = b.images(np.array([[3, 10]]))[0, 0]  # centre column 8, row 15
+    assert img.shape == (32, 32) and img.dtype == torch.float32
+    assert img[15, 8] == pytest.approx(1.0)
+    assert img[15, 10] == pytest.approx(math.exp(-4 / 8), rel=1e-6)  # 2 px along x, sigma_x 2
+    assert img[19, 8] == pytest.approx(math.exp(-16 / 32), rel=1e-6)  # 4 px along y, sigma_y 4
+    assert img[17, 11] == pytest.approx(math.exp(-9 / 8 - 4 / 32), rel=1e-6)
+    assert float(img.max()) == pytest.approx(1.0) and float(img.min()) >= 0
+
+
+def test_blob_options_and_errors():
+    s = Blobs(num_positions=4, num_scales=3, sigma=1.0, sigma_max=3.0, aspect=1.0)
+    assert s.factor_names == ("posX", "posY", "scale") and s.factor_sizes == (4, 4, 3)
+    wide, narrow = s.images(np.array([[1, 1, 2], [1, 1, 0]]))
+    assert wide.sum() > 8 * narrow.sum()  # area grows with sigma^2: 9x
+    y = Blobs(num_positions=3, y_extent=0.5, margin=5.0)
+    assert np.allclose(y.centres, [5, 15.5, 26]) and np.allclose(y.centres_y, [10.25, 15.5, 20.75])
+    assert isinstance(load_dataset("blobs", num_positions=5), Blobs)
+    for kw, match in [({"canvas": 40}, "canvas = 40"), ({"num_positions": 1}, "num_positions = 1"),
+                      ({"sigma": 0}, "sigma = 0"), ({"num_scales": 2, "sigma_max": 1.0}, "sigma_max = 1.0"),
+                      ({"aspect": -1}, "aspect = -1"), ({"y_extent": 0}, "y_extent = 0")]:
+        with pytest.raises(DataError, match=match):
+            Blobs(**kw)
+
+
+def test_networks_at_32_and_bad_sizes():
+    enc, dec = ConvEncoder(1, 3, image_size=32), ConvDecoder(3, 1, image_size=32)
+    mean, logvar = enc(torch.zeros(5, 1, 32, 32))
+    assert mean.shape == logvar.shape == (5, 3)
+    assert dec(mean).shape == (5, 1, 32, 32)
+    assert len(enc.features) == len(ConvEncoder(1, 3).features)  # the same layers as at 64x64
+    assert enc.features[-2].in_features == 64 * 4  # a 2x2 map of 64 channels
+    assert image_size_of((3, 64, 64)) == 64
+    for shape in [(1, 32, 64), (1, 40, 40), (1, 8, 8)]:
+        with pytest.raises(ValueError, match="multiple of 16"):
+            image_size_of(shape)
+
+
+def test_dct_rotation():
+    for k in (1, 2, 3, 5):
+        q = dct_rotation(k)
+        torch.testing.assert_close(q @ q.T, torch.eye(k, dtype=torch.float64))
+    q2 = dct_rotation(2)
+    torch.testing.assert_close(q2.abs(), torch.full((2, 2), 2 ** -0.5, dtype=torch.float64))
+    assert torch.all(dct_rotation(4).abs() > 0.2)  # every axis mixes with every other
+
+
+@pytest.fixture(scope="module")
+def disentangled_blob_vae(tmp_path_factory):
+    """A β-VAE that disentangles the two blob factors (MIG about 0.9; ~20 s, one thread)."""
+    data = Blobs(aspect=1.0, y_extent=0.4)
+    rd = tmp_path_factory.mktemp("blob") / "ref"
+    train({"model": "beta_vae", "dataset": {"name": "blobs", "aspect": 1.0, "y_extent": 0.4},
+           "model_params": {"beta": 4.0},
+           "train": {"steps": 1500, "batch_size": 32, "lr": 5e-4, "seed": 1002, "device": "cpu",
+                     "precision": "bf16", "channels_last": True, "fused_adam": True, "checkpoint_every": 1500}},
+          rd, data=data, progress=False)
+    return data, rd
+
+
+def _mig(model, data):
+    return evaluate(data, representation(model), ["mig"], num_points=3000, seed=0)["mig"]["mig"]
+
+
+def test_rotated_reference_rotates(disentangled_blob_vae, tmp_path):
+    data, src = disentangled_blob_vae
+    res = rotate_reference(src, tmp_path / "rot", data)
+    assert res["active"] == [0, 1]
+    source, _ = load_run(src)
+    rotated, record = load_run(tmp_path / "rot")
+    assert record["rotated_from"]["active_units"] == [0, 1] and record["model"] == "beta_vae"
+    x = data.images(data.sample_factors(200, np.random.default_rng(3)))
+    q = torch.tensor(res["rotation"], dtype=torch.float32)
+    with torch.no_grad():
+        mu, mu_rot = source.encode(x), rotated.encode(x)
+        torch.testing.assert_close(mu_rot, mu @ q.T, rtol=1e-4, atol=1e-4)
+        # each rotated unit keeps its posterior variance, so the KL term is the source's
+        torch.testing.assert_close(rotated.posterior(x)[1], source.posterior(x)[1])
+        # reconstruction loss from the posterior mean: the same
+        from vaebias.models.base import bernoulli_reconstruction
+
+        r0 = bernoulli_reconstruction(source.decode(mu), x)
+        r1 = bernoulli_reconstruction(rotated.decode(mu_rot), x)
+    assert float(r1) == pytest.approx(float(r0), rel=1e-4)
+    mig0, mig1 = _mig(source, data), _mig(rotated, data)
+    assert mig0 > 0.6, "the fixture should disentangle"
+    assert mig1 < 0.25 and mig1 < mig0 / 3, (mig0, mig1)
+    # rerunning keeps it; a different source is refused
+    assert rotate_reference(src, tmp_path / "rot", data)["rotation"] == res["rotation"]
+
+
+def test_rotation_needs_a_vae_with_two_active_units(tmp_path, toy):
+    train({"model": "ae", "dataset": {"name": "toy", "num_positions": 8}, "model_params": {},
+           "train": {"steps": 2, "batch_size": 4, "device": "cpu"}}, tmp_path / "ae", data=toy, progress=False)
+    from vaebias.errors import RunError
+
+    with pytest.raises(RunError, match="needs a VAE"):
+        rotate_reference(tmp_path / "ae", tmp_path / "r", toy)
+    train({"model": "beta_vae", "dataset": {"name": "toy", "num_positions": 8}, "model_params": {"beta": 50.0},
+           "train": {"steps": 2, "batch_size": 4, "device": "cpu"}}, tmp_path / "vae", data=toy, progress=False)
+    with pytest.raises(RunError, match=r"has [01] active unit"):
+        rotate_reference(tmp_path / "vae", tmp_path / "r", toy, threshold=1e-6)
+    assert not (tmp_path / "r").exists()
+
+
+def test_demo_profile_and_new_profile_options():
+    demo = load_profile("demo")
+    assert demo.entangled_reference == "rotated" and demo.models == ("ae", "beta_vae") and len(demo.seeds) >= 5
+    assert demo.train_settings["precision"] == "bf16"
+    with pytest.raises(ConfigError, match="entangled_reference = 'lowest'"):
+        Profile(name="x", entangled_reference="lowest")
+    with pytest.raises(ConfigError, match=r"train_settings.steps = 5: expected one of"):
+        Profile(name="x", train_settings={"steps": 5})
+    with pytest.raises(ConfigError, match="precision = 'fp8'"):
+        Profile(name="x", train_settings={"precision": "fp8"})
+    with pytest.raises(ConfigError, match="lr = 0"):
+        Profile(name="x", lr=0)
+
+
+def test_reproduce_with_a_rotated_reference_and_an_old_profile_file(tmp_path):
+    from tests.test_pipeline import TINY
+    from vaebias.cli import main
+    from vaebias.io import read_json
+
+    prof = tmp_path / "p.yaml"
+    prof.write_text(yaml.safe_dump(dict(TINY, models=["beta_vae"], seeds=[0], entangled_reference="rotated",
+                                        model_params={"beta_vae": {"beta": 0.05}}, lr=2e-3, reference_steps=150,
+                                        batch_size=16, checkpoint_every=150)))
+    out = tmp_path / "out"
+    # blobs: a weakly regularised VAE has both units active after 150 steps
+    assert main(["reproduce", "--dataset", "blobs", "--profile", str(prof), "--out", str(out), "--device", "cpu",
+                 "--no-progress"]) == 0
+    sel = read_json(out / "manipulation" / "selection.json")
+    assert sel["entangled_reference"] == "rotated" and sel["entangled"].endswith(
+        "rotated_" + sel["disentangled"].split("/")[-1])
+    assert (out / "references" / f"rotated_{sel['disentangled'].split('/')[-1]}" / "metrics.json").exists()
+    # a results folder written before train_settings existed (at its default here) resumes ...
+    spec = yaml.safe_load((out / "profile.yaml").read_text())
+    del spec["profile"]["train_settings"]
+    (out / "profile.yaml").write_text(yaml.safe_dump(spec))
+    args = ["reproduce", "--dataset", "blobs", "--profile", str(prof), "--out", str(out), "--device", "cpu",
+            "--no-progress"]
+    assert main(args) == 0
+    # ... but a missing field whose default differs from this profile's value is another profile
+    del spec["profile"]["lr"]  # default 1e-4, this profile 2e-3
+    (out / "profile.yaml").write_text(yaml.safe_dump(spec))
+    assert main(args) == 2
