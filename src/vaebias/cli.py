@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import yaml
 
@@ -142,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--seed", type=int, default=0, help="draws the reference image")
     tv.add_argument("--device", default="cpu")
 
+    f1 = sub.add_parser("fig1", help="Fig. 1: local vs global PCA - angles of PCA, a linear and a nonlinear VAE")
+    f1.add_argument("--out", required=True, help="the figure (PNG); a JSON of the angles is written beside it")
+    f1.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    f1.add_argument("--layout", choices=["lattice", "line"], default="lattice")
+    f1.add_argument("--angle", type=float, default=30.0, help="rotation of the patch layout (degrees)")
+    f1.add_argument("--noise-var", type=_positive_float, default=0.01, help="the decoders' fixed variance")
+    f1.add_argument("--steps", type=_positive_int, default=6000, help="Adam steps of the nonlinear VAE")
+
     th = sub.add_parser("theorem1", help="check the paper's Theorem 1 (linear VAEs perform PCA) numerically")
     th.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     th.add_argument("--variances", type=_positive_float, nargs="+", default=[9.0, 4.0, 1.0],
@@ -263,6 +272,23 @@ def _run(args) -> int:
         res = write_traversal(args.run_dir, args.out, gif=args.gif, num_values=args.num_values, seed=args.seed,
                               device=args.device)
         print(f"wrote {res['png']}" + (f" and {res['gif']}" if "gif" in res else ""))
+    elif args.command == "fig1":
+        from vaebias.fig1 import fig1_experiment, figure_fig1
+        from vaebias.io import write_json
+
+        res = fig1_experiment(args.seeds, layout=args.layout, angle=args.angle, noise_var=args.noise_var,
+                              steps=args.steps)
+        png = figure_fig1(res, args.out)
+        write_json(Path(args.out).with_suffix(".json"), {k: res[k] for k in ("rows", "local", "global", "settings")})
+        print(f"patches' local frame {res['local']:.1f}°, global principal frame {res['global']:.1f}° "
+              f"(layout {args.layout}, decoder variance {args.noise_var})")
+        print("| method | seed | orientation | from local | from global |")
+        print("|---|---|---|---|---|")
+        for r in res["rows"]:
+            seed = "-" if r["seed"] is None else r["seed"]
+            print(f"| {r['method']} | {seed} | {r['orientation']:.1f}° | {r['to_local']:.1f}° | "
+                  f"{r['to_global']:.1f}° |")
+        print(f"wrote {png}")
     elif args.command == "theorem1":
         from vaebias.theory import PASS_TOLERANCE, theorem1_experiment
 
@@ -309,8 +335,6 @@ def _run(args) -> int:
         for k, v in paths.items():
             print(f"{k}: {v}")
     elif args.command == "report":
-        from pathlib import Path
-
         from vaebias.html_report import write_html_report
         from vaebias.report import write_report
 
