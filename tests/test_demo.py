@@ -180,3 +180,13 @@ def test_reproduce_with_a_rotated_reference_and_an_old_profile_file(tmp_path):
     del spec["profile"]["lr"]  # default 1e-4, this profile 2e-3
     (out / "profile.yaml").write_text(yaml.safe_dump(spec))
     assert main(args) == 2
+
+
+def test_reproduce_refuses_a_model_that_cannot_take_the_images_before_writing(tmp_path, capsys):
+    from vaebias.cli import main
+
+    out = tmp_path / "q"
+    assert main(["reproduce", "--dataset", "blobs", "--profile", "quick", "--out", str(out), "--device", "cpu",
+                 "--no-progress"]) == 2
+    assert "model 'weak_gan' cannot train on dataset 'blobs' (1, 32, 32)" in capsys.readouterr().err
+    assert not any(out.iterdir()) if out.exists() else True  # nothing written

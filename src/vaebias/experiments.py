@@ -169,6 +169,26 @@ def _same_spec(old: dict, new: dict) -> bool:
     return old == new
 
 
+def _check_models_fit(prof: Profile, data) -> None:
+    """Build every model of the profile once on ``data``'s shapes, so that a model that
+    cannot take these images (e.g. the weak GAN, 64x64 only, on 32x32 blobs) is refused
+    before hours of other runs, not after.
+
+    Raises:
+        ConfigError: naming the model, the dataset and the model's reason.
+    """
+    from vaebias.models import build_model
+    from vaebias.training import _defaults_key
+
+    for m in ("beta_vae", *prof.models):
+        try:
+            build_model(m, data.observation_shape, data.num_factors, dict(prof.model_params.get(m, {})),
+                        dataset=_defaults_key(data), dataset_size=len(data))
+        except ValueError as e:  # ConfigError is a ValueError too
+            raise ConfigError(f"model {m!r} cannot train on dataset {data.name!r} "
+                              f"{tuple(data.observation_shape)}: {e}") from None
+
+
 def _say(msg: str) -> None:
     print(f"[vaebias {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -211,14 +231,6 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
     out = ensure_writable_dir(out)
     if dataset not in EPSILON:
         raise ConfigError(f"unknown dataset {dataset!r} for reproduce; available: {', '.join(sorted(EPSILON))}")
-    spec = {"dataset": dataset, "data_dir": data_dir, "profile": to_dict(prof)}
-    spec_path = out / "profile.yaml"
-    if spec_path.exists():
-        if not _same_spec(read_yaml(spec_path), spec):
-            raise RunError(f"{str(out)!r} holds results of a different profile or dataset "
-                           f"(see {spec_path}); use a new --out folder")
-    else:
-        write_yaml(spec_path, spec)
     if prof.reduced:
         _say(f"profile {prof.name!r} is a REDUCED protocol ({prof.train_steps} training steps, "
              f"{len(prof.seeds)} seeds; the paper: 300,000 steps, 10 seeds)")
@@ -227,6 +239,15 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
         data_spec["data_dir"] = str(data_dir)
     data = load_dataset(**data_spec)
     _say(f"dataset {data!r}")
+    _check_models_fit(prof, data)  # before anything is written
+    spec = {"dataset": dataset, "data_dir": data_dir, "profile": to_dict(prof)}
+    spec_path = out / "profile.yaml"
+    if spec_path.exists():
+        if not _same_spec(read_yaml(spec_path), spec):
+            raise RunError(f"{str(out)!r} holds results of a different profile or dataset "
+                           f"(see {spec_path}); use a new --out folder")
+    else:
+        write_yaml(spec_path, spec)
 
     def train_cfg(steps: int, seed: int) -> TrainConfig:
         return TrainConfig(steps=steps, batch_size=prof.batch_size, seed=seed, device=device,
