@@ -14,7 +14,7 @@ from typing import Any, Mapping, TypeVar
 
 from vaebias.errors import ConfigError
 
-__all__ = ["FAST_STEP", "TrainConfig", "check", "from_dict", "to_dict"]
+__all__ = ["FAST_STEP", "TrainConfig", "check", "from_dict", "to_dict", "with_defaults"]
 
 T = TypeVar("T")
 
@@ -197,3 +197,20 @@ class TrainConfig:
             self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
             "device", self.device, "'auto', 'cpu', 'cuda' or 'cuda:N'",
         )
+
+
+def with_defaults(record: dict, key: str, cls) -> dict | None:
+    """``record`` with ``record[key]`` read as the dataclass ``cls`` and written back, so
+    that fields added to ``cls`` since the record was saved take their defaults (how
+    files written by older versions are compared with new configurations).
+
+    Returns:
+        the filled copy, or None when ``record[key]`` no longer validates as ``cls``.
+    """
+    out = dict(record)
+    if isinstance(out.get(key), dict):
+        try:
+            out[key] = to_dict(from_dict(cls, out[key]))
+        except ConfigError:
+            return None
+    return out

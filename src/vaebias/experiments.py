@@ -26,7 +26,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from vaebias.config import TrainConfig, check, from_dict, to_dict
+from vaebias.config import TrainConfig, check, from_dict, to_dict, with_defaults
 from vaebias.errors import ConfigError, RunError
 from vaebias.io import ensure_writable_dir, read_json, read_yaml, write_json, write_yaml
 
@@ -160,13 +160,8 @@ def _canonical(obj) -> str:
 def _same_spec(old: dict, new: dict) -> bool:
     """Whether a results folder's ``profile.yaml`` describes this reproduction: compared
     after filling in the Profile fields added since it was written."""
-    old = dict(old)
-    if isinstance(old.get("profile"), dict):
-        try:
-            old["profile"] = to_dict(from_dict(Profile, old["profile"]))
-        except ConfigError:
-            return False
-    return old == new
+    old = with_defaults(old, "profile", Profile)
+    return old is not None and old == new
 
 
 def _check_models_fit(prof: Profile, data) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vaebias.config import TrainConfig, check, from_dict, to_dict
+from vaebias.config import TrainConfig, check, from_dict, to_dict, with_defaults
 from vaebias.data.samplers import UniformSampler
 from vaebias.errors import ConfigError, RunError
 from vaebias.io import as_plain, atomic_path, ensure_writable_dir, read_yaml, versions, write_json, write_yaml
@@ -335,13 +335,8 @@ def data_parallel_shards(model: torch.nn.Module, cfg: TrainConfig, device: torch
 def _same_record(old: dict, new: dict) -> bool:
     """Whether a saved ``config.yaml`` describes the run of ``new``: compared as plain
     data, after filling in the TrainConfig fields added since the old file was written."""
-    old = dict(old)
-    if isinstance(old.get("train"), dict):
-        try:
-            old["train"] = to_dict(from_dict(TrainConfig, old["train"]))
-        except ConfigError:
-            return False
-    return as_plain(old) == as_plain(new)
+    old = with_defaults(old, "train", TrainConfig)
+    return old is not None and as_plain(old) == as_plain(new)
 
 
 def _defaults_key(data) -> str:
