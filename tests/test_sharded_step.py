@@ -3,7 +3,8 @@
 What is pinned: a sharded step is the unsharded step -- the same data and the same
 reparameterisation noise rows, the gradient of the row-weighted shard losses -- so the
 per-step losses of a sharded run match the unsharded run of the same seed to a relative
-1e-5 in float32 (measured ~1e-7, summation order only), and its final weights likewise;
+1e-5 in float32 (measured ~1e-7, summation order only; AE, beta-VAE and Slow-VAE), and
+its final weights likewise;
 the noise each shard gets is its rows of the whole batch's draw, in draw order; uneven
 shards are weighted by their rows; auto resolves per device and model; bad uses are
 refused; a run resumes with a different shard count and ends where the unsharded run
@@ -37,12 +38,12 @@ def _run(tmp_path, toy, name, model="beta_vae", **kw):
     return m, np.array(losses)
 
 
-@pytest.mark.parametrize("model,k", [("beta_vae", 2), ("beta_vae", 3), ("ae", 2)])
+@pytest.mark.parametrize("model,k", [("beta_vae", 2), ("beta_vae", 3), ("ae", 2), ("slow_vae", 3)])
 def test_sharded_run_matches_unsharded_run(tmp_path, toy, model, k):
     # batch 8 in 3 shards: rows 3/3/2, so uneven weights are exercised
     m1, l1 = _run(tmp_path, toy, "one", model, steps=20, data_parallel=1)
     mk, lk = _run(tmp_path, toy, "k", model, steps=20, data_parallel=k)
-    assert l1.shape == lk.shape == (20, 3 if model == "beta_vae" else 2)
+    assert l1.shape == lk.shape and len(l1) == 20
     np.testing.assert_allclose(lk, l1, rtol=1e-5, atol=1e-6)  # atol: the collapsed KL (~1e-3)
     for (name, a), b in zip(m1.state_dict().items(), mk.state_dict().values()):
         moved = (a - build_model(model, toy.observation_shape, toy.num_factors).state_dict()[name]).abs().max()
@@ -64,7 +65,19 @@ def test_shared_noise_hands_each_shard_its_rows_of_the_full_draw():
     for (shard, j), noise in got.items():
         assert torch.equal(noise, full[j][rows[shard]]), (shard, j)
     with pytest.raises(RuntimeError, match="not batch_separable"):
-        feeds[0].draw(torch.zeros(6, 3))  # e.g. a pair model drawing for stacked rows
+        feeds[0].draw(torch.zeros(4, 3))  # not a whole number of copies of the shard's 3 rows
+
+
+def test_shared_noise_for_stacked_copies_of_the_batch():
+    """Slow-VAE draws noise for (x_{t-1}; x_t) stacked: 2 copies of the batch's rows.
+    A shard gets its rows of each copy, in the full draw's order."""
+    torch.manual_seed(2)
+    full = torch.randn(6, 2)  # unsharded: pairs 0, 1, 2 -> rows 0-2 (x_{t-1}) and 3-5 (x_t)
+    torch.manual_seed(2)
+    shared = SharedNoise([2, 1])
+    a = shared.feed(1).draw(torch.zeros(2, 2))  # shard 1: pair 2
+    b = shared.feed(0).draw(torch.zeros(4, 2))  # shard 0: pairs 0, 1
+    assert torch.equal(a, full[[2, 5]]) and torch.equal(b, full[[0, 1, 3, 4]])
 
 
 def test_sharded_step_uses_the_outer_noise_feed(toy):

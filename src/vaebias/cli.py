@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the fast training step: bf16 autocast, channels-last, fused Adam, automatic CPU "
                         "data parallelism (see --precision, --data-parallel)")
     t.add_argument("--data-parallel", type=int, default=None, metavar="N",
-                   help="shards per batch on CPU threads (0: auto, 1: off; AE and beta-VAE; explicit "
+                   help="shards per batch on CPU threads (0: auto, 1: off; AE, beta-VAE, Slow-VAE; explicit "
                         "options win over --fast)")
     t.add_argument("--precision", choices=["fp32", "bf16"], default=None,
                    help="fp32 (default) or bf16 autocast of the forward passes (explicit options win over --fast)")

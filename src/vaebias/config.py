@@ -148,7 +148,7 @@ class TrainConfig:
             thread each, their gradients summed before one optimiser step
             (:mod:`vaebias.models.sharded`). The step is the unsharded one up to float
             rounding -- same data, same noise -- for models whose loss is a batch mean
-            (``Model.batch_separable``: the AE and beta-VAE). 1 (default): off; 0: auto --
+            (``Model.batch_separable``: the AE, beta-VAE and Slow-VAE). 1 (default): off; 0: auto --
             the process's torch threads on a CPU for such models, capped so that each
             shard holds at least 8 rows, and off otherwise; N > 1: exactly N (CPU and a
             batch-separable model only).

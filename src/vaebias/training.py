@@ -328,7 +328,7 @@ def data_parallel_shards(model: torch.nn.Module, cfg: TrainConfig, device: torch
                               f"use 1 or 0 (auto) on {device}")
         if not separable:
             raise ConfigError(f"data_parallel = {k}: model {getattr(model, 'name', type(model).__name__)!r} is "
-                              f"not batch-separable (only the AE and beta-VAE are); use 1 or 0 (auto)")
+                              f"not batch-separable (only the AE, beta-VAE and Slow-VAE are); use 1 or 0 (auto)")
     return min(k, cfg.batch_size)
 
 

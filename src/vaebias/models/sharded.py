@@ -9,10 +9,11 @@ whole step (``benchmarks/train_throughput.py`` measures it).
 The sharded step is the unsharded one up to float rounding when the model is
 ``batch_separable``: its loss terms are means over the batch's rows (so the batch's
 gradient is the row-count-weighted sum of the shards' gradients), and its only
-randomness is :func:`~vaebias.models.base.reparameterize` with one noise row per batch
-row. The noise is drawn once per draw for the whole batch, from the same generator and
-in the same order as the unsharded step would draw it, and each shard takes its rows
-(:class:`SharedNoise`); so a run's RNG state, data stream and checkpoints are those of
+randomness is :func:`~vaebias.models.base.reparameterize` on a whole number of stacked
+copies of the batch's rows (one copy for most models; two for Slow-VAE's
+(x_{t-1}; x_t)). The noise is drawn once per draw for the whole batch, from the same
+generator and in the same order as the unsharded step would draw it, and each shard
+takes its rows of every copy (:class:`SharedNoise`); so a run's RNG state, data stream and checkpoints are those of
 the unsharded run, and a run may resume with a different shard count.
 
 Threads help because torch releases the GIL inside its kernels and the autograd engine
@@ -91,10 +92,10 @@ class SharedNoise:
         """The :data:`~vaebias.models.base.NOISE_FEED` object of shard ``shard``."""
         return _ShardFeed(self, shard)
 
-    def _get(self, j: int, like: torch.Tensor) -> torch.Tensor:
+    def _get(self, j: int, like: torch.Tensor, copies: int) -> torch.Tensor:
         with self.lock:
             if j == len(self.draws):
-                full = like.new_empty((self.total, *like.shape[1:]))
+                full = like.new_empty((copies * self.total, *like.shape[1:]))
                 self.draws.append(torch.randn_like(full) if self.outer is None else self.outer.draw(full))
             return self.draws[j]
 
@@ -105,14 +106,18 @@ class _ShardFeed:
 
     def draw(self, like: torch.Tensor) -> torch.Tensor:
         rows = self.shared.rows[self.shard]
-        if like.dim() == 0 or like.shape[0] != rows:
+        if like.dim() == 0 or like.shape[0] % rows:
             raise RuntimeError(
                 f"a sharded step drew noise shaped {tuple(like.shape)} in a shard of {rows} rows: the model "
-                f"is not batch_separable (one noise row per batch row); use data_parallel = 1")
-        full = self.shared._get(self.j, like)
+                f"is not batch_separable (noise rows = a whole number of copies of the batch's rows); "
+                f"use data_parallel = 1")
+        copies = like.shape[0] // rows  # e.g. 2 for Slow-VAE's stacked (x_{t-1}; x_t)
+        full = self.shared._get(self.j, like, copies)
         self.j += 1
-        start = self.shared.starts[self.shard]
-        return full[start:start + rows]
+        start, total = self.shared.starts[self.shard], self.shared.total
+        if copies == 1:
+            return full[start:start + rows]
+        return torch.cat([full[c * total + start:c * total + start + rows] for c in range(copies)])
 
 
 def sharded_backward(model, batch: dict, k: int) -> dict[str, torch.Tensor]:

@@ -92,6 +92,7 @@ class SlowVAE(GaussianVAE):
     """Slow-VAE with latent size = number of ground-truth factors (module docstring)."""
 
     ensemble_ok = True
+    batch_separable = True  # every term is a mean over pairs; noise for the stacked pair rows
 
     input_kind = "pairs"
     @dataclasses.dataclass
