@@ -351,6 +351,18 @@ def _start_driver(args, log):
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, env=_env(), cwd=log.parent)
 
 
+def _kill_driver_when(args, log, predicate, what):
+    """Start a sweep driver, SIGKILL it once ``predicate()`` holds (within 120 s)."""
+    proc = _start_driver(args, log)
+    try:
+        _wait_for(predicate, 120, what, proc, log)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def _cli(args, log, cwd=None, timeout=300):
     """`vaebias ARGS` in a fresh process (every Ray driver runs so: Ray reads its
     authentication settings once per process). Returns (exit status, output, pid)."""
@@ -402,20 +414,14 @@ def test_local_driver_killed_mid_sweep_loses_nothing(tmp_path):
     grid = _write(tmp_path / "g.yaml", _grid(models=["beta_vae"], model_params={}, seeds=[0, 1, 2],
                                               train=dict(TRAIN, steps=120), out=str(out)))
     log = tmp_path / "driver.log"
-    proc = _start_driver([str(grid)], log)
-    try:
-        # wait until one run is finished and the next one has checkpointed part of its training
-        def mid_second_run():
-            done = _finished_runs(out)
-            busy = [rd for rd in _run_dirs(out) if rd not in done and (rd / "checkpoint.pt").exists()]
-            return done and busy
 
-        _wait_for(mid_second_run, 120, "a finished run and a checkpointed unfinished one", proc, log)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # kill once one run is finished and the next one has checkpointed part of its training
+    def mid_second_run():
+        done = _finished_runs(out)
+        busy = [rd for rd in _run_dirs(out) if rd not in done and (rd / "checkpoint.pt").exists()]
+        return done and busy
+
+    _kill_driver_when([str(grid)], log, mid_second_run, "a finished run and a checkpointed unfinished one")
     finished = _finished_runs(out)
     assert 1 <= len(finished) < 3, log.read_text()
     _check_rerun_after_kill(out, [str(grid)], 3, finished)
@@ -564,14 +570,7 @@ def test_ray_driver_killed_mid_sweep_loses_nothing(ray_cluster, tmp_path):
                                              train=dict(TRAIN, steps=150), out=str(out)))
     log = tmp_path / "driver.log"
     args = [str(grid), "--launcher", "ray", "--address", ray_cluster]
-    proc = _start_driver(args, log)
-    try:
-        _wait_for(lambda: _finished_runs(out), 120, "a finished run", proc, log)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _kill_driver_when(args, log, lambda: _finished_runs(out), "a finished run")
     finished = _finished_runs(out)
     assert len(finished) < 4, log.read_text()
     _check_rerun_after_kill(out, args, 4, finished)

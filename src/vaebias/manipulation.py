@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,9 +30,16 @@ from vaebias.config import TrainConfig, check, from_dict, to_dict
 from vaebias.data.base import GroundTruthData
 from vaebias.data.variants import Modified, Noisy, export_dataset
 from vaebias.errors import RunError
+from vaebias.io import ensure_writable_dir, read_yaml, write_yaml
 from vaebias.models.base import reparameterize
 from vaebias.models.networks import ConvDecoder
-from vaebias.training import CHECKPOINT, fit, load_run, resolve_device
+from vaebias.training import (
+    CHECKPOINT,
+    _atomic_torch_save,
+    fit,
+    load_run,
+    resolve_device,
+)
 
 __all__ = [
     "ManipulationConfig",
@@ -265,10 +273,6 @@ def rotate_reference(source_dir: str | os.PathLike, out_dir: str | os.PathLike, 
         RunError: the source is not a stochastic model with ``encoder.heads`` and a
             linear first decoder layer, or has fewer than two active units.
     """
-    import numpy as np
-
-    from vaebias.io import ensure_writable_dir, read_yaml, write_yaml
-
     out_dir = Path(out_dir)
     model, record = load_run(source_dir, "cpu")
     heads = getattr(getattr(model, "encoder", None), "heads", None)
@@ -300,8 +304,6 @@ def rotate_reference(source_dir: str | os.PathLike, out_dir: str | os.PathLike, 
         raise RunError(f"{out_dir / 'config.yaml'} holds another rotation; delete {str(out_dir)!r} to redo it")
     state = torch.load(Path(source_dir) / CHECKPOINT, map_location="cpu", weights_only=False)
     state["model"] = model.state_dict()
-    from vaebias.training import _atomic_torch_save
-
     _atomic_torch_save(state, out_dir / CHECKPOINT)
     write_yaml(out_dir / "config.yaml", rec)
     return {"run_dir": str(out_dir), "active": active, "rotation": q.tolist()}
@@ -342,8 +344,6 @@ def load_field(manipulation_dir: str | os.PathLike, device="cpu") -> tuple[Manip
     Raises:
         RunError: the folder holds no finished manipulation run.
     """
-    from vaebias.io import read_yaml
-
     d = Path(manipulation_dir)
     if not (d / CHECKPOINT).exists() or not (d / "config.yaml").exists():
         raise RunError(f"{str(d)!r} holds no manipulation run (expected config.yaml and {CHECKPOINT})")
