@@ -31,7 +31,7 @@ from vaebias.training import load_run, train
 
 def test_blob_pixels_by_hand():
     # 22 positions over [5, 26]: integer centres 5, 6, ..., 26
-    b = Blobs(num_positions=22, canvas=32, sigma=2.0, aspect=2.0, margin=5.0, y_extent=1.0)
+    b = Blobs(num_positions=22, canvas=32, sigma=2.0, aspect=2.0, margin=5.0, y_extent=1.0, quantize=False)
     assert b.factor_sizes == (22, 22) and b.factor_names == ("posX", "posY")
     assert b.observation_shape == (1, 32, 32) and len(b) == 484
     img = b.images(np.array([[3, 10]]))[0, 0]  # centre column 8, row 15
@@ -41,6 +41,12 @@ def test_blob_pixels_by_hand():
     assert img[19, 8] == pytest.approx(math.exp(-16 / 32), rel=1e-6)  # 4 px along y, sigma_y 4
     assert img[17, 11] == pytest.approx(math.exp(-9 / 8 - 4 / 32), rel=1e-6)
     assert float(img.max()) == pytest.approx(1.0) and float(img.min()) >= 0
+    # the default: the same pixels rounded to the nearest 1/255 (what a uint8 export stores)
+    q = Blobs(num_positions=22, canvas=32, sigma=2.0, aspect=2.0, margin=5.0, y_extent=1.0).images(
+        np.array([[3, 10]]))[0, 0]
+    assert q[15, 10] == pytest.approx(round(255 * math.exp(-4 / 8)) / 255, abs=1e-7)  # 155/255
+    assert torch.equal(q, torch.round(img * 255) / 255)
+    assert float(q[15, 30]) == 0.0 < float(img[15, 30])  # a faint tail (exp(-60.5)) becomes exactly 0
 
 
 def test_blob_options_and_errors():
@@ -83,9 +89,9 @@ def test_dct_rotation():
 @pytest.fixture(scope="module")
 def disentangled_blob_vae(tmp_path_factory):
     """A β-VAE that disentangles the two blob factors (MIG about 0.9; ~20 s, one thread)."""
-    data = Blobs(aspect=1.0, y_extent=0.4)
+    data = Blobs(aspect=1.0, y_extent=0.4, quantize=False)
     rd = tmp_path_factory.mktemp("blob") / "ref"
-    train({"model": "beta_vae", "dataset": {"name": "blobs", "aspect": 1.0, "y_extent": 0.4},
+    train({"model": "beta_vae", "dataset": {"name": "blobs", "aspect": 1.0, "y_extent": 0.4, "quantize": False},
            "model_params": {"beta": 4.0},
            "train": {"steps": 1500, "batch_size": 32, "lr": 5e-4, "seed": 1002, "device": "cpu",
                      "precision": "bf16", "channels_last": True, "fused_adam": True, "checkpoint_every": 1500}},
@@ -150,6 +156,11 @@ def test_demo_profile_and_new_profile_options():
         Profile(name="x", train_settings={"precision": "fp8"})
     with pytest.raises(ConfigError, match="lr = 0"):
         Profile(name="x", lr=0)
+    with pytest.raises(ConfigError, match="manipulation.field_width = 2: expected one of clip, clip_in_objective"):
+        Profile(name="x", manipulation={"field_width": 2})
+    with pytest.raises(ConfigError, match="clip_in_objective = False: expected true with loss 'bernoulli'"):
+        Profile(name="x", manipulation={"clip_in_objective": False})
+    assert demo.manipulation == {"loss": "l2", "clip_in_objective": False}
 
 
 def test_reproduce_with_a_rotated_reference_and_an_old_profile_file(tmp_path):
@@ -160,7 +171,8 @@ def test_reproduce_with_a_rotated_reference_and_an_old_profile_file(tmp_path):
     prof = tmp_path / "p.yaml"
     prof.write_text(yaml.safe_dump(dict(TINY, models=["beta_vae"], seeds=[0], entangled_reference="rotated",
                                         model_params={"beta_vae": {"beta": 0.05}}, lr=2e-3, reference_steps=150,
-                                        batch_size=16, checkpoint_every=150)))
+                                        batch_size=16, checkpoint_every=150,
+                                        manipulation={"loss": "l2", "clip_in_objective": False, "epsilon": 0.05})))
     out = tmp_path / "out"
     # blobs: a weakly regularised VAE has both units active after 150 steps
     assert main(["reproduce", "--dataset", "blobs", "--profile", str(prof), "--out", str(out), "--device", "cpu",
@@ -169,6 +181,8 @@ def test_reproduce_with_a_rotated_reference_and_an_old_profile_file(tmp_path):
     assert sel["entangled_reference"] == "rotated" and sel["entangled"].endswith(
         "rotated_" + sel["disentangled"].split("/")[-1])
     assert (out / "references" / f"rotated_{sel['disentangled'].split('/')[-1]}" / "metrics.json").exists()
+    mcfg = yaml.safe_load((out / "manipulation" / "config.yaml").read_text())["manipulation"]
+    assert (mcfg["loss"], mcfg["clip_in_objective"], mcfg["epsilon"], mcfg["clip"]) == ("l2", False, 0.05, True)
     # a results folder written before train_settings existed (at its default here) resumes ...
     spec = yaml.safe_load((out / "profile.yaml").read_text())
     del spec["profile"]["train_settings"]

@@ -117,9 +117,50 @@ def test_select_references():
 
 
 @pytest.mark.parametrize("kw,match", [({"epsilon": 0.0}, "epsilon = 0.0"), ({"epsilon": -1.0}, "epsilon"),
-                                      ({"loss": "l1"}, "loss"), ({"field_width": 0}, "field_width")])
+                                      ({"loss": "l1"}, "loss"), ({"field_width": 0}, "field_width"),
+                                      ({"clip_in_objective": False}, "clip_in_objective = False: expected true "
+                                                                     "with loss 'bernoulli'")])
 def test_bad_manipulation_config(kw, match):
     from vaebias.config import from_dict
 
     with pytest.raises(ConfigError, match=match):
         from_dict(ManipulationConfig, kw)
+
+
+def test_unclipped_objective_reaches_the_field_where_clipping_cuts_it(toy):
+    """On a black pixel (x = 0) where m_psi < 0, the clipped x' is 0 whatever m_psi is:
+    no gradient reaches m_psi there. The unclipped objective sees x + eps*m < 0 and
+    passes d(L2)/dx' = 2 (x' - x_tilde) on, times eps."""
+    ent, dis = _refs()
+    f = toy.sample_factors(4, np.random.default_rng(1))
+    x = toy.images(f)
+    w = torch.as_tensor(f)
+    m0 = torch.rand(x.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1  # both signs
+    grads = {}
+    for clip_obj in (True, False):
+        cfg = ManipulationConfig(epsilon=0.1, field_width=0.25, loss="l2", clip_in_objective=clip_obj)
+        manip = Manipulator(ent, dis, toy.factor_sizes, (), cfg)
+        m = m0.clone().requires_grad_()
+        manip.field.forward = lambda _w, _m=m: _m  # a given m_psi(w)
+        x_alt = manip.altered(x, w)
+        ((x_alt - 0.5) ** 2).flatten(1).sum(1).mean().backward()
+        grads[clip_obj] = m.grad
+        if not clip_obj:
+            assert float(x_alt.min()) < 0  # unclipped: below 0 where x = 0 and m < 0
+            torch.testing.assert_close(m.grad, 2 * (x + 0.1 * m0 - 0.5) * 0.1 / len(x))
+    m = m0
+    cut = (x == 0) & (m < 0)
+    assert int(cut.sum()) > 100
+    assert float(grads[True][cut].abs().max()) == 0.0
+    assert float(grads[False][cut].abs().min()) > 0.0
+
+
+def test_old_manipulation_config_without_clip_in_objective_resumes():
+    from vaebias.config import to_dict
+    from vaebias.training import _same_record
+
+    new = {"stage": "manipulation", "manipulation": to_dict(ManipulationConfig()), "train": to_dict(TrainConfig())}
+    old = {**new, "manipulation": {k: v for k, v in new["manipulation"].items() if k != "clip_in_objective"}}
+    assert _same_record(old, new)
+    other = {**new, "manipulation": to_dict(ManipulationConfig(loss="l2", clip_in_objective=False))}
+    assert not _same_record(old, other)

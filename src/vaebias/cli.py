@@ -176,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--field-width", type=_positive_float, default=1.0)
     m.add_argument("--no-clip", action="store_true", help="do not clip x' to [0, 1]")
+    m.add_argument("--loss", choices=("bernoulli", "l2"), default="bernoulli",
+                   help="the decoders' reconstruction loss of x' (default bernoulli; the paper's Fig. 3 writes L2)")
+    m.add_argument("--unclipped-objective", action="store_true",
+                   help="compute L_ent - L_dis on the unclipped x + eps*m (needs --loss l2; "
+                        "see ManipulationConfig.clip_in_objective)")
     m.add_argument("--export-dir", default=None, help="where to write the modified and noise datasets")
     m.add_argument("--device", default="auto")
     m.add_argument("--no-progress", action="store_true")
@@ -326,7 +331,8 @@ def _run(args) -> int:
 
         data = load_dataset(args.dataset)
         eps = args.epsilon if args.epsilon is not None else EPSILON.get(data.name, 0.1)
-        mcfg = ManipulationConfig(epsilon=eps, clip=not args.no_clip, field_width=args.field_width)
+        mcfg = ManipulationConfig(epsilon=eps, clip=not args.no_clip, field_width=args.field_width,
+                                  loss=args.loss, clip_in_objective=not args.unclipped_objective)
         tcfg = TrainConfig(steps=args.steps, seed=args.seed, device=args.device)
         train_manipulation(data, args.entangled, args.disentangled, args.out, mcfg, tcfg,
                            progress=not args.no_progress)

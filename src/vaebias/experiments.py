@@ -68,6 +68,9 @@ class Profile:
             or "rotated": the highest-MIG restart with its latent space rotated
             (:func:`vaebias.manipulation.rotate_reference`), for datasets on which
             every restart disentangles.
+        manipulation: :class:`~vaebias.manipulation.ManipulationConfig` fields for
+            m_ψ (``epsilon``, ``loss``, ``clip``, ``clip_in_objective``, ``decoder_lr``,
+            ``noise_seed``); unset ones keep their defaults, ε the dataset's (EPSILON).
     """
 
     name: str
@@ -87,6 +90,7 @@ class Profile:
     lr: float = 1e-4
     train_settings: dict = dataclasses.field(default_factory=dict)
     entangled_reference: str = "restart"
+    manipulation: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         from vaebias.models import get_model_class
@@ -111,6 +115,13 @@ class Profile:
             check(key in known, f"train_settings.{key}", self.train_settings[key],
                   f"one of {', '.join(sorted(known))} (the others are set by the profile)")
         TrainConfig(**self.train_settings)  # validates the values
+        from vaebias.manipulation import ManipulationConfig
+
+        allowed = {f.name for f in dataclasses.fields(ManipulationConfig)} - {"field_width"}
+        for key in self.manipulation:
+            check(key in allowed, f"manipulation.{key}", self.manipulation[key],
+                  f"one of {', '.join(sorted(allowed))} (field_width is a profile field)")
+        ManipulationConfig(**self.manipulation)  # validates the values
         for m, params in self.model_params.items():
             check(m in self.models, f"model_params.{m}", params, f"a model of this profile ({', '.join(self.models)})")
             check(isinstance(params, dict), f"model_params.{m}", params, "a mapping of hyperparameters")
@@ -325,7 +336,7 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
          f"disentangled {Path(sel['disentangled']).name} (MIG {sel['scores'][sel['disentangled']]:.3f})")
 
     # 3. m_ψ (paper Sec. 4.5)
-    mcfg = ManipulationConfig(epsilon=EPSILON[dataset], field_width=prof.field_width)
+    mcfg = ManipulationConfig(**{"epsilon": EPSILON[dataset], **prof.manipulation, "field_width": prof.field_width})
     train_manipulation(data, sel["entangled"], sel["disentangled"], man_dir, mcfg,
                        train_cfg(prof.manipulation_steps, 0), progress=progress)
     _say("manipulation trained")

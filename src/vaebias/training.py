@@ -334,8 +334,13 @@ def data_parallel_shards(model: torch.nn.Module, cfg: TrainConfig, device: torch
 
 def _same_record(old: dict, new: dict) -> bool:
     """Whether a saved ``config.yaml`` describes the run of ``new``: compared as plain
-    data, after filling in the TrainConfig fields added since the old file was written."""
+    data, after filling in the TrainConfig (and, for an m_ψ run, ManipulationConfig)
+    fields added since the old file was written."""
     old = with_defaults(old, "train", TrainConfig)
+    if old is not None and old.get("stage") == "manipulation":
+        from vaebias.manipulation import ManipulationConfig  # imports this module
+
+        old = with_defaults(old, "manipulation", ManipulationConfig)
     return old is not None and as_plain(old) == as_plain(new)
 
 
