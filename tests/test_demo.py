@@ -204,3 +204,34 @@ def test_reproduce_refuses_a_model_that_cannot_take_the_images_before_writing(tm
                  "--no-progress"]) == 2
     assert "model 'weak_gan' cannot train on dataset 'blobs' (1, 32, 32)" in capsys.readouterr().err
     assert not any(out.iterdir()) if out.exists() else True  # nothing written
+
+
+def test_reproduce_with_dataset_options(tmp_path, capsys):
+    """`--dataset-option` reaches every stage (references, table runs, Fig. 4) and is recorded;
+    an unknown option is refused before anything is written."""
+    from tests.test_pipeline import TINY
+    from vaebias.cli import main
+    from vaebias.io import read_yaml
+
+    prof = tmp_path / "p.yaml"
+    prof.write_text(yaml.safe_dump(dict(TINY, models=["ae"], seeds=[0])))
+    out = tmp_path / "out"
+    args = ["reproduce", "--dataset", "blobs", "--profile", str(prof), "--out", str(out), "--device", "cpu",
+            "--no-progress", "--dataset-option", "num_scales=2", "--dataset-option", "num_positions=4"]
+    assert main(args) == 0
+    assert read_yaml(out / "profile.yaml")["dataset_options"] == {"num_scales": 2, "num_positions": 4}
+    for run in [out / "references" / "beta_vae_seed1000", out / "runs" / "original" / "ae_seed0"]:
+        rec = read_yaml(run / "config.yaml")
+        assert rec["dataset"] == {"name": "blobs", "num_scales": 2, "num_positions": 4}
+        assert rec["dataset_info"]["factor_sizes"] == [4, 4, 2]
+    assert (out / "fig4_blobs.png").exists()
+    # a rerun without the options is another experiment
+    assert main(args[:-4]) == 2
+    assert "holds results of a different profile or dataset" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    assert main(["reproduce", "--dataset", "blobs", "--profile", str(prof), "--out", str(bad), "--device", "cpu",
+                 "--no-progress", "--dataset-option", "sigmas=3"]) == 2
+    assert "unknown option(s) sigmas for dataset 'blobs'; allowed: num_positions" in capsys.readouterr().err
+    assert not bad.exists() or not any(bad.iterdir())
+    with pytest.raises(ConfigError, match="unknown option.* in_memory for dataset 'dsprites'; it takes none"):
+        load_dataset("dsprites", in_memory=True)

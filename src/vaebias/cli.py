@@ -25,11 +25,11 @@ import yaml
 __all__ = ["build_parser", "main"]
 
 
-def _params(items: list[str] | None) -> dict:
+def _params(items: list[str] | None, flag: str = "--param") -> dict:
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise SystemExit(f"vaebias: error: --param {item!r}: expected KEY=VALUE")
+            raise SystemExit(f"vaebias: error: {flag} {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
         out[k] = yaml.safe_load(v)
     return out
@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="results folder (rerun to resume)")
     r.add_argument("--device", default="auto")
     r.add_argument("--data-dir", default=None, help="folder with the real dataset file")
+    r.add_argument("--dataset-option", action="append", metavar="KEY=VALUE",
+                   help="a dataset option, e.g. num_scales=4 for blobs (repeatable)")
     _launcher_args(r)
     r.add_argument("--no-progress", action="store_true")
 
@@ -203,7 +205,7 @@ def _run(args) -> int:
         t0 = time.perf_counter()
         rep = reproduce(args.dataset, args.profile, args.out, device=args.device, data_dir=args.data_dir,
                         progress=not args.no_progress, launcher=args.launcher, workers=args.workers,
-                        address=args.address)
+                        address=args.address, dataset_options=_params(args.dataset_option, "--dataset-option"))
         print(rep["markdown"])
         print(f"wall time: {time.perf_counter() - t0:.0f} s")
     elif args.command == "sweep":

@@ -201,7 +201,8 @@ def _say(msg: str) -> None:
 
 def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: str | os.PathLike = "results",
               *, device: str = "auto", data_dir: str | None = None, progress: bool = True,
-              launcher: str = "local", workers: int = 1, address: str | None = None) -> dict:
+              launcher: str = "local", workers: int = 1, address: str | None = None,
+              dataset_options: dict | None = None) -> dict:
     """Run every stage of the paper's experiment for one dataset (see module docstring).
 
     Args:
@@ -211,6 +212,9 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
         device: "auto", "cpu" or "cuda[:N]".
         data_dir: folder with the real dataset file (default: $VAEBIAS_DATA_DIR, else
             the procedural renderer).
+        dataset_options: options of the dataset (e.g. blobs' ``{"num_scales": 4}``; see
+            :func:`vaebias.data.load_dataset`), recorded in ``profile.yaml`` and in every
+            run's config.
         launcher, workers, address: how the reference and table runs are executed
             (:class:`vaebias.sweep.Runner`): ``"local"`` with 1 worker runs them in this
             process in order; N workers in N processes; ``"ray"`` one Ray task per run
@@ -240,13 +244,19 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
     if prof.reduced:
         _say(f"profile {prof.name!r} is a REDUCED protocol ({prof.train_steps} training steps, "
              f"{len(prof.seeds)} seeds; the paper: 300,000 steps, 10 seeds)")
-    data_spec = {"name": dataset}
+    options = dict(dataset_options or {})
+    for key in ("name", "path", "data_dir"):
+        if key in options:
+            raise ConfigError(f"dataset option {key!r}: set by reproduce's own arguments, not an option")
+    data_spec = {"name": dataset, **options}
     if data_dir:
         data_spec["data_dir"] = str(data_dir)
     data = load_dataset(**data_spec)
-    _say(f"dataset {data!r}")
+    _say(f"dataset {data!r}" + (f" with {options}" if options else ""))
     _check_models_fit(prof, data)  # before anything is written
     spec = {"dataset": dataset, "data_dir": data_dir, "profile": to_dict(prof)}
+    if options:  # absent when empty, so folders written before options existed still match
+        spec["dataset_options"] = options
     spec_path = out / "profile.yaml"
     if spec_path.exists():
         if not _same_spec(read_yaml(spec_path), spec):

@@ -216,7 +216,7 @@ def write_report(out: str | os.PathLike) -> dict:
     modified = sorted((out / "datasets").glob("*_modified_*.h5"))
     if modified:
         altered = load_dataset(str(modified[0]))
-        base_spec = {"name": dataset}
+        base_spec = {"name": dataset, **spec.get("dataset_options", {})}
         if spec.get("data_dir"):
             base_spec["data_dir"] = spec["data_dir"]
         base = load_dataset(**base_spec)

@@ -108,6 +108,8 @@ def load_dataset(name: str | os.PathLike, *, path: str | os.PathLike | None = No
     if name_str == "dsprites":
         from vaebias.data.dsprites import load_dsprites
 
+        if kwargs:
+            raise ConfigError(f"unknown option(s) {', '.join(sorted(kwargs))} for dataset 'dsprites'; it takes none")
         return load_dsprites(path=path, data_dir=data_dir)
     if name_str == "shapes3d":
         from vaebias.data.shapes3d import load_shapes3d
@@ -116,14 +118,19 @@ def load_dataset(name: str | os.PathLike, *, path: str | os.PathLike | None = No
         if unknown:
             raise ConfigError(f"unknown option(s) {', '.join(unknown)} for dataset 'shapes3d'; allowed: in_memory")
         return load_shapes3d(path=path, data_dir=data_dir, **kwargs)
-    if name_str == "toy":
-        from vaebias.data.toy import ToySquares
+    if name_str in ("toy", "blobs"):
+        import inspect
 
-        return ToySquares(**kwargs)
-    if name_str == "blobs":
-        from vaebias.data.blobs import Blobs
-
-        return Blobs(**kwargs)
+        if name_str == "toy":
+            from vaebias.data.toy import ToySquares as cls
+        else:
+            from vaebias.data.blobs import Blobs as cls
+        allowed = [p for p in inspect.signature(cls).parameters if p != "self"]
+        unknown = sorted(set(kwargs) - set(allowed))
+        if unknown:
+            raise ConfigError(f"unknown option(s) {', '.join(unknown)} for dataset {name_str!r}; "
+                              f"allowed: {', '.join(allowed)}")
+        return cls(**kwargs)
     looks_like_path = os.sep in name_str or Path(name_str).suffix in (".h5", ".hdf5", ".npz")
     if looks_like_path or Path(name_str).exists():
         return _load_file(Path(name_str), **kwargs)
