@@ -214,7 +214,7 @@ def test_reproduce_with_dataset_options(tmp_path, capsys):
     from vaebias.io import read_yaml
 
     prof = tmp_path / "p.yaml"
-    prof.write_text(yaml.safe_dump(dict(TINY, models=["ae"], seeds=[0])))
+    prof.write_text(yaml.safe_dump(dict(TINY, models=["ae"], seeds=[0], manipulation={"noise": "sign"})))
     out = tmp_path / "out"
     args = ["reproduce", "--dataset", "blobs", "--profile", str(prof), "--out", str(out), "--device", "cpu",
             "--no-progress", "--dataset-option", "num_scales=2", "--dataset-option", "num_positions=4"]
@@ -225,6 +225,14 @@ def test_reproduce_with_dataset_options(tmp_path, capsys):
         assert rec["dataset"] == {"name": "blobs", "num_scales": 2, "num_positions": 4}
         assert rec["dataset_info"]["factor_sizes"] == [4, 4, 2]
     assert (out / "fig4_blobs.png").exists()
+    # the sign-noise control: its own file name, values x ± eps (clipped), and its label in the table
+    noise = load_dataset(str(out / "datasets" / "blobs_signnoise_eps0.1_seed0.h5"))
+    f = noise.sample_factors(20, np.random.default_rng(0))
+    x = load_dataset("blobs", num_scales=2, num_positions=4).images(f)
+    d = (noise.images(f) - x).abs()
+    inside = (x > 0.1 + 1e-6) & (x < 0.9 - 1e-6)  # away from the clip at 0 and 1
+    assert int(inside.sum()) > 100 and bool(((d - 0.1).abs() < 0.6 / 255)[inside].all())  # ±0.1 on the 1/255 grid
+    assert "| model | blobs orig. | blobs mod. | blobs sign noise |" in (out / "table.md").read_text()
     # a rerun without the options is another experiment
     assert main(args[:-4]) == 2
     assert "holds results of a different profile or dataset" in capsys.readouterr().err

@@ -162,3 +162,18 @@ def test_toy_squares_geometry():
     assert float(img.sum()) == 100
     rows, cols = torch.nonzero(img, as_tuple=True)
     assert int(cols.min()) == 0 and int(rows.max()) == 63
+
+
+def test_sign_noise_is_plus_or_minus_epsilon_from_the_same_draw():
+    from vaebias.data.variants import Noisy
+
+    base = load_dataset("toy", num_positions=4)
+    idx = np.arange(5)
+    uni = Noisy(base, 0.1, seed=3).noise(idx)
+    sign = Noisy(base, 0.1, seed=3, distribution="sign").noise(idx)
+    assert set(np.unique(sign).tolist()) == {np.float32(-0.1), np.float32(0.1)}
+    np.testing.assert_array_equal(sign, np.where(uni >= 0, np.float32(0.1), np.float32(-0.1)))
+    assert abs(float((sign ** 2).mean()) - 0.01) < 1e-7  # mean square eps^2, 3x the uniform's eps^2/3
+    assert abs(float((uni ** 2).mean()) - 0.01 / 3) < 3e-4
+    with pytest.raises(DataError, match="distribution = 'gauss'"):
+        Noisy(base, 0.1, distribution="gauss")

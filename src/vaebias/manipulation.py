@@ -81,7 +81,12 @@ class ManipulationConfig:
             the standard conv decoder at this width (1.0 = standard) fed the factors.
             Smaller widths make exporting the full dataset cheaper.
         decoder_lr: learning rate of the two decoders (None: the training lr).
-        noise_seed: seed of the uniform-noise control dataset.
+        noise_seed: seed of the noise control dataset.
+        noise: the control's distribution: ``"uniform"`` (default; the paper's
+            U[−ε, ε], Sec. 5.2) or ``"sign"`` (±ε, the power of a saturated m_ψ; see
+            :class:`~vaebias.data.variants.Noisy`). A learned m_ψ is often near ±1, so the
+            uniform control has about a third of its mean square; the sign control
+            separates the structure of m_ψ from its size.
     """
 
     epsilon: float = 0.1
@@ -91,10 +96,12 @@ class ManipulationConfig:
     field_width: float = 1.0
     decoder_lr: float | None = None
     noise_seed: int = 0
+    noise: Literal["uniform", "sign"] = "uniform"
 
     def __post_init__(self):
         check(self.epsilon > 0, "epsilon", self.epsilon, "a number > 0")
         check(self.loss in ("bernoulli", "l2"), "loss", self.loss, "'bernoulli' or 'l2'")
+        check(self.noise in ("uniform", "sign"), "noise", self.noise, "'uniform' or 'sign'")
         # the Bernoulli loss is unbounded below for targets outside [0, 1]
         check(self.clip_in_objective or self.loss == "l2", "clip_in_objective", self.clip_in_objective,
               "true with loss 'bernoulli' (an unclipped objective needs loss 'l2')")
@@ -375,13 +382,15 @@ def load_field(manipulation_dir: str | os.PathLike, device="cpu") -> tuple[Manip
     return field.to(resolve_device(device)).eval(), cfg
 
 
-def variant_paths(out_dir, base_name: str, epsilon: float, noise_seed: int) -> dict[str, Path]:
+def variant_paths(out_dir, base_name: str, epsilon: float, noise_seed: int,
+                  noise: str = "uniform") -> dict[str, Path]:
     """File names of the exported variants: ``<name>_modified_eps<ε>.h5`` and
-    ``<name>_noise_eps<ε>_seed<s>.h5``."""
+    ``<name>_noise_eps<ε>_seed<s>.h5`` (``<name>_signnoise_...`` for the sign control)."""
     out_dir = Path(out_dir)
+    kind = "noise" if noise == "uniform" else f"{noise}noise"
     return {
         "modified": out_dir / f"{base_name}_modified_eps{epsilon:g}.h5",
-        "noise": out_dir / f"{base_name}_noise_eps{epsilon:g}_seed{noise_seed}.h5",
+        "noise": out_dir / f"{base_name}_{kind}_eps{epsilon:g}_seed{noise_seed}.h5",
     }
 
 
@@ -398,13 +407,14 @@ def export_variants(base: GroundTruthData, manipulation_dir, out_dir, *, device=
     dev = resolve_device(device)
     field, cfg = load_field(manipulation_dir, dev)
     field = field.to(memory_format=torch.channels_last)  # 1.7x faster transposed convs on CPU
-    paths = variant_paths(out_dir, base.name, cfg.epsilon, cfg.noise_seed)
+    paths = variant_paths(out_dir, base.name, cfg.epsilon, cfg.noise_seed, cfg.noise)
     prov = {"base": base.describe(), "manipulation_dir": str(Path(manipulation_dir).resolve()),
             "manipulation": to_dict(cfg)}
     modified = Modified(base, field, cfg.epsilon, clip=cfg.clip, name=f"{base.name}_modified")
     export_dataset(modified, paths["modified"], kind="modified", base=base, epsilon=cfg.epsilon,
                    provenance=prov, device=dev, progress=progress, chunk=chunk)
-    noisy = Noisy(base, cfg.epsilon, seed=cfg.noise_seed, clip=cfg.clip, name=f"{base.name}_noise")
+    noisy = Noisy(base, cfg.epsilon, seed=cfg.noise_seed, clip=cfg.clip, name=f"{base.name}_noise",
+                  distribution=cfg.noise)
     export_dataset(noisy, paths["noise"], kind="noise", base=base, epsilon=cfg.epsilon,
                    provenance={**prov, "noise_seed": cfg.noise_seed}, device=dev,
                    progress=progress, chunk=chunk)

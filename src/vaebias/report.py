@@ -93,7 +93,10 @@ def _markdown(summary, dataset: str, profile: dict) -> str:
     else:
         lines.append(f"Profile `{profile.get('name')}` (the paper's protocol).\n")
     lines.append(f"MIG, mean ± std over seeds (n per cell in brackets), dataset **{dataset}**.\n")
-    head = "| model | " + " | ".join(f"{dataset} {VARIANT_LABELS.get(v, v)}" for v in variants) + " |"
+    labels = dict(VARIANT_LABELS)
+    if (profile.get("manipulation") or {}).get("noise", "uniform") != "uniform":  # the ±ε control
+        labels["noise"] = f"{profile['manipulation']['noise']} noise"
+    head = "| model | " + " | ".join(f"{dataset} {labels.get(v, v)}" for v in variants) + " |"
     lines += [head, "|---|" + "---|" * len(variants)]
     for m in models:
         vals = []

@@ -96,30 +96,48 @@ class Modified(_Derived):
         return self._finish(x, self.perturbation(factors, device)), x
 
 
+#: noise distributions of :class:`Noisy`
+NOISE_DISTRIBUTIONS = ("uniform", "sign")
+
+
 class Noisy(_Derived):
-    """x' = x + u with u ~ U[−ε, ε] i.i.d. per pixel, fixed per image (paper Sec. 5.2).
+    """x' = x + u with u i.i.d. per pixel, fixed per image (paper Sec. 5.2).
 
     Args:
         base: the original dataset.
         epsilon: noise amplitude ε > 0.
         seed: the noise of image i is the Philox stream (key = seed, counter = i).
         clip: clip x' to [0, 1] (default).
+        distribution: ``"uniform"`` (the paper's control: u ~ U[−ε, ε], mean square
+            ε²/3) or ``"sign"`` (u = ±ε with probability 1/2 each, mean square ε²: the
+            most power the bound ‖u‖∞ ≤ ε allows, as much as a saturated m_ψ has).
+            Both come from the same uniform draw r: sign takes ε·sign(2r − 1).
+
+    Raises:
+        DataError: a bad ``epsilon`` or ``distribution`` (named).
     """
 
     def __init__(self, base: GroundTruthData, epsilon: float, seed: int = 0, clip: bool = True,
-                 name: str | None = None):
+                 name: str | None = None, distribution: str = "uniform"):
         super().__init__(base, epsilon, clip)
+        if distribution not in NOISE_DISTRIBUTIONS:
+            raise DataError(f"distribution = {distribution!r}: expected one of {', '.join(NOISE_DISTRIBUTIONS)}")
         self.seed = int(seed)
+        self.distribution = distribution
         self.name = name or f"{base.name}_noise"
 
     def noise(self, index: np.ndarray) -> np.ndarray:
-        """The fixed noise of flat indices: float32 (n, C, H, W) in [−ε, ε)."""
+        """The fixed noise of flat indices: float32 (n, C, H, W), in [−ε, ε) (uniform)
+        or in {−ε, ε} (sign)."""
         size = int(np.prod(self.observation_shape))
         out = np.empty((len(index), size), dtype=np.float32)
         for row, i in enumerate(np.asarray(index, dtype=np.int64)):
             gen = np.random.Generator(np.random.Philox(key=self.seed, counter=int(i)))
             out[row] = gen.random(size, dtype=np.float32)
-        out = (2.0 * out - 1.0) * np.float32(self.epsilon)
+        out = 2.0 * out - 1.0
+        if self.distribution == "sign":
+            out = np.where(out >= 0, np.float32(1.0), np.float32(-1.0))
+        out = out * np.float32(self.epsilon)
         return out.reshape((len(index),) + tuple(self.observation_shape))
 
     def with_base(self, factors, device):
