@@ -243,3 +243,22 @@ def test_reproduce_with_dataset_options(tmp_path, capsys):
     assert not bad.exists() or not any(bad.iterdir())
     with pytest.raises(ConfigError, match="unknown option.* in_memory for dataset 'dsprites'; it takes none"):
         load_dataset("dsprites", in_memory=True)
+
+
+def test_reproduce_profile_options(tmp_path, capsys):
+    from tests.test_pipeline import TINY
+    from vaebias.cli import main
+    from vaebias.io import read_yaml
+
+    prof = tmp_path / "p.yaml"
+    prof.write_text(yaml.safe_dump(dict(TINY, models=["ae"])))
+    base = ["reproduce", "--dataset", "blobs", "--profile", str(prof), "--device", "cpu", "--no-progress",
+            "--dataset-option", "num_positions=4"]
+    assert main(base + ["--out", str(tmp_path / "a"), "--profile-option", "seeds=[3]",
+                        "--profile-option", "manipulation={loss: l2, clip_in_objective: false}"]) == 0
+    saved = read_yaml(tmp_path / "a" / "profile.yaml")["profile"]
+    assert saved["seeds"] == [3] and saved["manipulation"] == {"loss": "l2", "clip_in_objective": False}
+    assert (tmp_path / "a" / "runs" / "original" / "ae_seed3" / "metrics.json").exists()
+    assert main(base + ["--out", str(tmp_path / "b"), "--profile-option", "manipulation={noise: pink}"]) == 2
+    assert "noise = 'pink': expected 'uniform' or 'sign'" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

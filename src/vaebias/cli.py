@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="run every stage of the paper's experiment")
     r.add_argument("--dataset", default="dsprites")
     r.add_argument("--profile", default="quick", help="quick, paper, or a profile YAML file")
+    r.add_argument("--profile-option", action="append", metavar="KEY=VALUE",
+                   help="override a profile field, e.g. seeds=[0,1] or "
+                        "manipulation='{loss: l2, clip_in_objective: false, noise: sign}' (repeatable)")
     r.add_argument("--out", required=True, help="results folder (rerun to resume)")
     r.add_argument("--device", default="auto")
     r.add_argument("--data-dir", default=None, help="folder with the real dataset file")
@@ -200,10 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args) -> int:
     if args.command == "reproduce":
-        from vaebias.experiments import reproduce
+        from vaebias.experiments import load_profile, reproduce
 
         t0 = time.perf_counter()
-        rep = reproduce(args.dataset, args.profile, args.out, device=args.device, data_dir=args.data_dir,
+        overrides = _params(args.profile_option, "--profile-option")
+        profile = load_profile(args.profile, **overrides) if overrides else args.profile
+        rep = reproduce(args.dataset, profile, args.out, device=args.device, data_dir=args.data_dir,
                         progress=not args.no_progress, launcher=args.launcher, workers=args.workers,
                         address=args.address, dataset_options=_params(args.dataset_option, "--dataset-option"))
         print(rep["markdown"])
