@@ -262,3 +262,15 @@ def test_reproduce_profile_options(tmp_path, capsys):
     assert main(base + ["--out", str(tmp_path / "b"), "--profile-option", "manipulation={noise: pink}"]) == 2
     assert "noise = 'pink': expected 'uniform' or 'sign'" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_cli_option_errors_name_the_flag(tmp_path, capsys):
+    from vaebias.cli import main
+
+    assert main(["manipulate", "--entangled", "x", "--disentangled", "y", "--out", str(tmp_path / "m"),
+                 "--unclipped-objective"]) == 2
+    assert "--unclipped-objective needs --loss l2" in capsys.readouterr().err
+    assert main(["reproduce", "--dataset", "blobs", "--profile", "demo", "--out", str(tmp_path / "r"),
+                 "--profile-option", "seeds"]) == 2
+    assert "--profile-option 'seeds': expected KEY=VALUE" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "r").exists()

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from vaebias.errors import ConfigError
+
 __all__ = ["build_parser", "main"]
 
 
@@ -29,7 +31,7 @@ def _params(items: list[str] | None, flag: str = "--param") -> dict:
     out = {}
     for item in items or []:
         if "=" not in item:
-            raise SystemExit(f"vaebias: error: {flag} {item!r}: expected KEY=VALUE")
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
         out[k] = yaml.safe_load(v)
     return out
@@ -336,6 +338,9 @@ def _run(args) -> int:
             train_manipulation,
         )
 
+        if args.unclipped_objective and args.loss != "l2":
+            raise ConfigError("--unclipped-objective needs --loss l2 (the Bernoulli loss is "
+                              "unbounded below for targets outside [0, 1])")
         data = load_dataset(args.dataset)
         eps = args.epsilon if args.epsilon is not None else EPSILON.get(data.name, 0.1)
         mcfg = ManipulationConfig(epsilon=eps, clip=not args.no_clip, field_width=args.field_width,
