@@ -69,8 +69,9 @@ class Profile:
             (:func:`vaebias.manipulation.rotate_reference`), for datasets on which
             every restart disentangles.
         manipulation: :class:`~vaebias.manipulation.ManipulationConfig` fields for
-            m_ψ (``epsilon``, ``loss``, ``clip``, ``clip_in_objective``, ``decoder_lr``,
-            ``noise_seed``); unset ones keep their defaults, ε the dataset's (EPSILON).
+            m_ψ and the noise control (``epsilon``, ``loss``, ``clip``, ``clip_in_objective``,
+            ``decoder_lr``, ``noise_seed``, ``noise``); unset ones keep their defaults, ε the
+            dataset's (EPSILON).
     """
 
     name: str
