@@ -28,7 +28,7 @@ from torch import nn
 
 from vaebias.config import TrainConfig, check, from_dict, to_dict
 from vaebias.data.base import GroundTruthData
-from vaebias.data.variants import Modified, Noisy, export_dataset
+from vaebias.data.variants import NOISE_DISTRIBUTIONS, Modified, Noisy, export_dataset
 from vaebias.errors import RunError
 from vaebias.io import ensure_writable_dir, read_yaml, write_yaml
 from vaebias.models.base import reparameterize
@@ -101,7 +101,7 @@ class ManipulationConfig:
     def __post_init__(self):
         check(self.epsilon > 0, "epsilon", self.epsilon, "a number > 0")
         check(self.loss in ("bernoulli", "l2"), "loss", self.loss, "'bernoulli' or 'l2'")
-        check(self.noise in ("uniform", "sign"), "noise", self.noise, "'uniform' or 'sign'")
+        check(self.noise in NOISE_DISTRIBUTIONS, "noise", self.noise, " or ".join(map(repr, NOISE_DISTRIBUTIONS)))
         # the Bernoulli loss is unbounded below for targets outside [0, 1]
         check(self.clip_in_objective or self.loss == "l2", "clip_in_objective", self.clip_in_objective,
               "true with loss 'bernoulli' (an unclipped objective needs loss 'l2')")
