@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     f1 = sub.add_parser("fig1", help="Fig. 1: local vs global PCA - angles of PCA, a linear and a nonlinear VAE")
     f1.add_argument("--out", required=True, help="the figure (PNG); a JSON of the angles is written beside it")
     f1.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    f1.add_argument("--layout", choices=["lattice", "line"], default="lattice")
+    f1.add_argument("--layout", choices=["lattice", "line", "scatter"], default="lattice")
     f1.add_argument("--angle", type=float, default=30.0, help="rotation of the patch layout (degrees)")
     f1.add_argument("--noise-var", type=_positive_float, default=0.01, help="the decoders' fixed variance")
     f1.add_argument("--steps", type=_positive_int, default=6000, help="Adam steps of the nonlinear VAE")
@@ -293,15 +293,18 @@ def _run(args) -> int:
         res = fig1_experiment(args.seeds, layout=args.layout, angle=args.angle, noise_var=args.noise_var,
                               steps=args.steps)
         png = figure_fig1(res, args.out)
-        write_json(Path(args.out).with_suffix(".json"), {k: res[k] for k in ("rows", "local", "global", "settings")})
+        write_json(Path(args.out).with_suffix(".json"),
+                   {k: res[k] for k in ("rows", "local", "global", "data_tilt", "settings")})
         print(f"patches' local frame {res['local']:.1f}°, global principal frame {res['global']:.1f}° "
               f"(layout {args.layout}, decoder variance {args.noise_var})")
-        print("| method | seed | orientation | from local | from global |")
-        print("|---|---|---|---|---|")
+        print(f"patches in data space tilted {res['data_tilt']:.1f}° from the axes")
+        print("| method | seed | orientation | from local | from global | patch tilt | code std |")
+        print("|---|---|---|---|---|---|---|")
         for r in res["rows"]:
             seed = "-" if r["seed"] is None else r["seed"]
+            std = ", ".join(f"{v:.2f}" for v in r["code_std"])
             print(f"| {r['method']} | {seed} | {r['orientation']:.1f}° | {r['to_local']:.1f}° | "
-                  f"{r['to_global']:.1f}° |")
+                  f"{r['to_global']:.1f}° | {r['patch_tilt']:.1f}° | {std} |")
         print(f"wrote {png}")
     elif args.command == "theorem1":
         from vaebias.theory import PASS_TOLERANCE, theorem1_experiment
