@@ -155,8 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     f1.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     f1.add_argument("--layout", choices=["lattice", "line", "scatter"], default="lattice")
     f1.add_argument("--angle", type=float, default=30.0, help="rotation of the patch layout (degrees)")
-    f1.add_argument("--noise-var", type=_positive_float, default=0.01, help="the decoders' fixed variance")
-    f1.add_argument("--steps", type=_positive_int, default=6000, help="Adam steps of the nonlinear VAE")
+    f1.add_argument("--noise-var", type=_positive_float, default=0.05, help="the decoders' fixed variance")
+    f1.add_argument("--steps", type=_positive_int, default=20_000, help="Adam steps of the nonlinear VAE")
 
     th = sub.add_parser("theorem1", help="check the paper's Theorem 1 (linear VAEs perform PCA) numerically")
     th.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
