@@ -96,6 +96,23 @@ def test_cli_fig1(tmp_path, capsys):
     assert (tmp_path / "f.png").stat().st_size > 10_000
 
 
+def test_cli_fig1_bad_input_fails_before_fitting(tmp_path, capsys):
+    """A non-finite angle, a non-PNG output and an unwritable folder: exit 2, a message
+    naming the value, nothing written (the folder is checked before the fit)."""
+    from vaebias.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["fig1", "--out", str(tmp_path / "f.png"), "--angle", "nan"])
+    assert exc.value.code == 2 and "nan must be a finite number" in capsys.readouterr().err
+    assert main(["fig1", "--out", str(tmp_path / "f.txt")]) == 2
+    assert "f.txt': expected a .png path" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["fig1", "--out", str(blocker / "sub" / "f.png")]) == 2  # a file where a folder must go
+    assert "is not writable" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
 @pytest.mark.slow
 def test_nonlinear_vae_follows_the_local_frame_at_the_defaults():
     """The README's Fig. 1 finding on the lattice (decoder variance 0.05, 20,000 steps): the

@@ -142,13 +142,15 @@ def test_cli_bad_input_one_message_nonzero_exit(tmp_path, capsys, argv, match):
     ["train", "--model", "ae", "--out", "x", "--steps", "-3"],
     ["manipulate", "--entangled", "a", "--disentangled", "b", "--out", "x", "--epsilon", "0"],
     ["manipulate", "--entangled", "a", "--disentangled", "b", "--out", "x", "--epsilon", "-0.1"],
+    ["train", "--model", "ae", "--out", "x", "--lr", "inf"],
+    ["fig1", "--out", "x", "--noise-var", "nan"],
 ])
 def test_cli_rejects_nonpositive_numbers(tmp_path, capsys, argv):
     os.chdir(tmp_path)
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
-    assert "must be > 0" in capsys.readouterr().err
+    assert "must be a finite number > 0" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

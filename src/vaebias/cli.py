@@ -16,6 +16,7 @@ folders) print one line ``vaebias: error: ...`` and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -45,8 +46,8 @@ def _positive(kind):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{value} must be > 0")
+        if not value > 0 or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{value} must be a finite number > 0")
         return value
 
     return parse
@@ -54,6 +55,17 @@ def _positive(kind):
 
 _positive_int = _positive(int)
 _positive_float = _positive(float)
+
+
+def _finite_float(text: str) -> float:
+    """argparse type: a finite float."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{value} must be a finite number")
+    return value
 
 
 def _launcher_args(p: argparse.ArgumentParser) -> None:
@@ -152,9 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     f1 = sub.add_parser("fig1", help="Fig. 1: local vs global PCA - angles of PCA, a linear and a nonlinear VAE")
     f1.add_argument("--out", required=True, help="the figure (PNG); a JSON of the angles is written beside it")
-    f1.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    f1.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default: 0 1 2")
     f1.add_argument("--layout", choices=["lattice", "line", "scatter"], default="lattice")
-    f1.add_argument("--angle", type=float, default=30.0, help="rotation of the patch layout (degrees)")
+    f1.add_argument("--angle", type=_finite_float, default=30.0,
+                    help="rotation of the patch layout, i.e. of the patches' centres (degrees)")
     f1.add_argument("--noise-var", type=_positive_float, default=0.05, help="the decoders' fixed variance")
     f1.add_argument("--steps", type=_positive_int, default=20_000, help="Adam steps of the nonlinear VAE")
 
@@ -288,8 +301,11 @@ def _run(args) -> int:
         print(f"wrote {res['png']}" + (f" and {res['gif']}" if "gif" in res else ""))
     elif args.command == "fig1":
         from vaebias.fig1 import fig1_experiment, figure_fig1
-        from vaebias.io import write_json
+        from vaebias.io import ensure_writable_dir, write_json
 
+        if Path(args.out).suffix.lower() != ".png":
+            raise ConfigError(f"--out {args.out!r}: expected a .png path (the JSON of the angles goes beside it)")
+        ensure_writable_dir(Path(args.out).parent)  # before the minutes of fitting, not after
         res = fig1_experiment(args.seeds, layout=args.layout, angle=args.angle, noise_var=args.noise_var,
                               steps=args.steps)
         png = figure_fig1(res, args.out)
