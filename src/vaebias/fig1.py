@@ -218,8 +218,9 @@ def _experiment(seeds, num_points, layout, angle, noise_var, steps) -> dict:
 
 
 def figure_fig1(result: dict, path) -> Path:
-    """The data (middle) and the three methods' encodings of the first seed, coloured
-    by patch, with the measured angles in the titles; a PNG at ``path``."""
+    """Four panels, coloured by patch: the nonlinear VAE's codes, the data, the linear
+    VAE's and PCA's codes, the VAEs' of the first seed (named in the titles), with the
+    measured angles in the titles; a PNG at ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -239,9 +240,14 @@ def figure_fig1(result: dict, path) -> Path:
         ax.set_aspect("equal")
         if name == "data":
             ax.set_title(f"data: local frame {result['local']:.1f}°, global {result['global']:.1f}°", fontsize=9)
+            ax.set_xlabel("x₁")
+            ax.set_ylabel("x₂")
         else:
             r = first[name]
-            ax.set_title(f"{name}: patches tilted {r['patch_tilt']:.1f}° from the axes\n"
+            seed = "" if r["seed"] is None else f" (seed {r['seed']})"
+            ax.set_title(f"{name}{seed}: patches tilted {r['patch_tilt']:.1f}° from the axes\n"
                          f"decoder frame {r['to_local']:.1f}° from local, {r['to_global']:.1f}° from global",
                          fontsize=9)
+            ax.set_xlabel("z₁")
+            ax.set_ylabel("z₂")
     return save_figure(fig, path)
