@@ -93,6 +93,9 @@ def test_cli_fig1(tmp_path, capsys):
     saved = json.loads((tmp_path / "f.json").read_text())
     assert {r["method"] for r in saved["rows"]} == {"PCA", "linear VAE", "nonlinear VAE"}
     assert saved["data_tilt"] < 2.0 and all("patch_tilt" in r for r in saved["rows"])
+    assert saved["versions"]["torch"]
+    table = (tmp_path / "f.md").read_text()  # the printed table, for `vaebias report`
+    assert "| PCA | - | 29.8° | 29.7° | 0.0° |" in table and "Settings: {'seeds': [0]" in table
     assert (tmp_path / "f.png").stat().st_size > 10_000
 
 

@@ -74,3 +74,19 @@ def test_cli_theorem1(capsys):
         main(["theorem1", "--variances", "1", "-2"])
     assert exc.value.code == 2
     assert "-2" in capsys.readouterr().err
+
+
+def test_cli_theorem1_writes_a_table_the_report_embeds(tmp_path, capsys):
+    from vaebias.cli import main
+
+    assert main(["theorem1", "--seeds", "0", "--num-points", "500", "--out", str(tmp_path / "theorem1.md")]) == 0
+    printed = capsys.readouterr().out
+    text = (tmp_path / "theorem1.md").read_text()
+    row = next(line for line in printed.splitlines() if line.startswith("| 0 | linear VAE |"))
+    assert row in text and "Settings: {'seeds': [0]" in text and "Versions: python" in text
+    assert main(["theorem1", "--out", str(tmp_path / "t.txt")]) == 2  # refused before the fit
+    assert "expected a .md path" in capsys.readouterr().err and not (tmp_path / "t.txt").exists()
+    from vaebias.html_report import write_html_report
+
+    page = write_html_report(tmp_path).read_text()
+    assert "theorem1.md" in page and "linear VAE" in page

@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the data's principal variances (distinct)")
     th.add_argument("--noise-var", type=_positive_float, default=0.1, help="the decoder's fixed variance")
     th.add_argument("--num-points", type=_positive_int, default=2000)
+    th.add_argument("--out", help="also write the table, its settings and library versions to this .md file")
 
     u = sub.add_parser("udr", help="UDR (Duan et al. 2020) of several trained runs; writes a JSON file")
     u.add_argument("run_dirs", nargs="+", help="two or more finished runs on one dataset")
@@ -214,6 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("metrics", help="list the metric names usable in `vaebias evaluate`")
     sub.add_parser("profiles", help="list the built-in profiles")
     return p
+
+
+def _print_and_write(lines: list[str], path: Path | None, settings: dict) -> None:
+    """Print a command's Markdown table; with ``path``, also write it there (atomically)
+    with its settings and library versions, where ``vaebias report`` picks it up."""
+    from vaebias.io import atomic_path, versions
+
+    print("\n".join(line for line in lines if line))
+    if path is not None:
+        ver = ", ".join(f"{k} {v}" for k, v in versions().items())
+        text = "\n".join(lines) + f"\n\nSettings: {settings}. Versions: {ver}.\n"
+        with atomic_path(path) as tmp:
+            tmp.write_text(text)
 
 
 def _run(args) -> int:
@@ -301,7 +315,7 @@ def _run(args) -> int:
         print(f"wrote {res['png']}" + (f" and {res['gif']}" if "gif" in res else ""))
     elif args.command == "fig1":
         from vaebias.fig1 import fig1_experiment, figure_fig1
-        from vaebias.io import ensure_writable_dir, write_json
+        from vaebias.io import ensure_writable_dir, versions, write_json
 
         if Path(args.out).suffix.lower() != ".png":
             raise ConfigError(f"--out {args.out!r}: expected a .png path (the JSON of the angles goes beside it)")
@@ -310,31 +324,43 @@ def _run(args) -> int:
                               steps=args.steps)
         png = figure_fig1(res, args.out)
         write_json(Path(args.out).with_suffix(".json"),
-                   {k: res[k] for k in ("rows", "local", "global", "data_tilt", "settings")})
-        print(f"patches' local frame {res['local']:.1f}°, global principal frame {res['global']:.1f}° "
-              f"(layout {args.layout}, decoder variance {args.noise_var})")
-        print(f"patches in data space tilted {res['data_tilt']:.1f}° from the axes")
-        print("| method | seed | orientation | from local | from global | patch tilt | code std |")
-        print("|---|---|---|---|---|---|---|")
+                   {**{k: res[k] for k in ("rows", "local", "global", "data_tilt", "settings")},
+                    "versions": versions()})
+        lines = [f"patches' local frame {res['local']:.1f}°, global principal frame {res['global']:.1f}° "
+                 f"(layout {args.layout}, decoder variance {args.noise_var})",
+                 f"patches in data space tilted {res['data_tilt']:.1f}° from the axes", "",
+                 "| method | seed | orientation | from local | from global | patch tilt | code std |",
+                 "|---|---|---|---|---|---|---|"]
         for r in res["rows"]:
             seed = "-" if r["seed"] is None else r["seed"]
             std = ", ".join(f"{v:.2f}" for v in r["code_std"])
-            print(f"| {r['method']} | {seed} | {r['orientation']:.1f}° | {r['to_local']:.1f}° | "
-                  f"{r['to_global']:.1f}° | {r['patch_tilt']:.1f}° | {std} |")
+            lines.append(f"| {r['method']} | {seed} | {r['orientation']:.1f}° | {r['to_local']:.1f}° | "
+                         f"{r['to_global']:.1f}° | {r['patch_tilt']:.1f}° | {std} |")
+        _print_and_write(lines, Path(args.out).with_suffix(".md"), res["settings"])
         print(f"wrote {png}")
     elif args.command == "theorem1":
         from vaebias.theory import PASS_TOLERANCE, theorem1_experiment
 
+        if args.out is not None:
+            from vaebias.io import ensure_writable_dir
+
+            if Path(args.out).suffix.lower() != ".md":
+                raise ConfigError(f"--out {args.out!r}: expected a .md path")
+            ensure_writable_dir(Path(args.out).parent)
         rows = theorem1_experiment(args.seeds, args.variances, num_points=args.num_points,
                                    noise_var=args.noise_var)
-        print(f"Theorem 1 on {args.num_points} points with principal variances {args.variances}, "
-              f"decoder variance {args.noise_var}: distances of V from the nearest signed permutation "
-              f"and of U from the data's principal directions (pass: both < {PASS_TOLERANCE})")
-        print("| seed | model | V distance | U distance | singular values | passes |")
-        print("|---|---|---|---|---|---|")
+        lines = [f"Theorem 1 on {args.num_points} points with principal variances {args.variances}, "
+                 f"decoder variance {args.noise_var}: distances of V from the nearest signed permutation "
+                 f"and of U from the data's principal directions (pass: both < {PASS_TOLERANCE})", "",
+                 "| seed | model | V distance | U distance | singular values | passes |",
+                 "|---|---|---|---|---|---|"]
         for r in rows:
-            print(f"| {r['seed']} | {r['model']} | {r['v_distance']:.1e} | {r['u_distance']:.1e} | "
-                  f"{', '.join(f'{v:.3f}' for v in r['singular_values'])} | {'yes' if r['passes'] else 'no'} |")
+            lines.append(f"| {r['seed']} | {r['model']} | {r['v_distance']:.1e} | {r['u_distance']:.1e} | "
+                         f"{', '.join(f'{v:.3f}' for v in r['singular_values'])} | "
+                         f"{'yes' if r['passes'] else 'no'} |")
+        settings = {"seeds": list(args.seeds), "variances": list(args.variances), "num_points": args.num_points,
+                    "noise_var": args.noise_var}
+        _print_and_write(lines, args.out and Path(args.out), settings)
     elif args.command == "udr":
         from vaebias.evaluation import udr_runs
 
