@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     tv.add_argument("--device", default="cpu")
 
     f1 = sub.add_parser("fig1", help="Fig. 1: local vs global PCA - angles of PCA, a linear and a nonlinear VAE")
-    f1.add_argument("--out", required=True, help="the figure (PNG); a JSON of the angles is written beside it")
+    f1.add_argument("--out", required=True,
+                    help="the figure (.png); the table goes beside it as .md (settings, versions) and .json")
     f1.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default: 0 1 2")
     f1.add_argument("--layout", choices=["lattice", "line", "scatter"], default="lattice")
     f1.add_argument("--angle", type=_finite_float, default=30.0,
@@ -215,6 +216,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("metrics", help="list the metric names usable in `vaebias evaluate`")
     sub.add_parser("profiles", help="list the built-in profiles")
     return p
+
+
+def _check_out(path: str, suffix: str) -> None:
+    """Refuse an output file of another type, or in a folder that cannot be written, before any work.
+
+    Raises:
+        ConfigError: the suffix is not ``suffix``; RunError: the folder is not writable.
+    """
+    from vaebias.io import ensure_writable_dir
+
+    if Path(path).suffix.lower() != suffix:
+        raise ConfigError(f"--out {path!r}: expected a {suffix} path")
+    ensure_writable_dir(Path(path).parent)
 
 
 def _print_and_write(lines: list[str], path: Path | None, settings: dict) -> None:
@@ -315,11 +329,9 @@ def _run(args) -> int:
         print(f"wrote {res['png']}" + (f" and {res['gif']}" if "gif" in res else ""))
     elif args.command == "fig1":
         from vaebias.fig1 import fig1_experiment, figure_fig1
-        from vaebias.io import ensure_writable_dir, versions, write_json
+        from vaebias.io import versions, write_json
 
-        if Path(args.out).suffix.lower() != ".png":
-            raise ConfigError(f"--out {args.out!r}: expected a .png path (the JSON of the angles goes beside it)")
-        ensure_writable_dir(Path(args.out).parent)  # before the minutes of fitting, not after
+        _check_out(args.out, ".png")  # before the minutes of fitting, not after
         res = fig1_experiment(args.seeds, layout=args.layout, angle=args.angle, noise_var=args.noise_var,
                               steps=args.steps)
         png = figure_fig1(res, args.out)
@@ -342,11 +354,7 @@ def _run(args) -> int:
         from vaebias.theory import PASS_TOLERANCE, theorem1_experiment
 
         if args.out is not None:
-            from vaebias.io import ensure_writable_dir
-
-            if Path(args.out).suffix.lower() != ".md":
-                raise ConfigError(f"--out {args.out!r}: expected a .md path")
-            ensure_writable_dir(Path(args.out).parent)
+            _check_out(args.out, ".md")
         rows = theorem1_experiment(args.seeds, args.variances, num_points=args.num_points,
                                    noise_var=args.noise_var)
         lines = [f"Theorem 1 on {args.num_points} points with principal variances {args.variances}, "

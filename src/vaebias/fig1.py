@@ -29,9 +29,8 @@ Two measures per method and seed:
 
 The paper's figure shows the nonlinear VAE following the local frame. That is a
 claim this module *measures*; it does not assume it (see the README for the numbers).
-Only β times the decoder variance matters to the optimum (the loss is the ELBO times
-that product up to a constant), so ``noise_var`` is the one knob of the posterior
-noise's size.
+The loss times the decoder variance depends on β and that variance only through their
+product, so ``noise_var`` alone sets the posterior noise's size (β stays 1 here).
 """
 
 from __future__ import annotations
