@@ -4,7 +4,8 @@ another with the solo training loop, measured in the same run (issue: scale).
 
 Both sides use the same training settings (``--fast``: bf16 autocast and fused Adam;
 default fp32) and the same thread count; images/s count every member's images over
-``--steps`` steps after ``--warmup``. On a CPU a third line times the way vaebias
+``--steps`` steps after ``--warmup`` (the clock stops at the last step's callback, before
+the runs' final checkpoints are written). On a CPU a third line times the way vaebias
 packs runs there: one single-thread process per core, each training its share of the
 runs one after another. When CUDA is present the ensemble is also timed at larger
 sizes (``--gpu-sizes``), with the fraction of the device's bf16 peak.
@@ -56,13 +57,12 @@ def sequential(seeds, steps, warmup, device, fast) -> float:
             mark = {}
 
             def cb(step, terms, mark=mark):
-                if step == warmup:
+                if step in (warmup, warmup + steps):
                     _sync(device)
-                    mark["t0"] = time.perf_counter()
+                    mark[step] = time.perf_counter()
 
             train(_cfg(s, warmup + steps, device, fast), f"{tmp}/r{s}", data=data, progress=False, callback=cb)
-            _sync(device)
-            timed += time.perf_counter() - mark["t0"]
+            timed += mark[warmup + steps] - mark[warmup]
     return len(seeds) * steps * 64 / timed
 
 
@@ -71,15 +71,14 @@ def ensemble(seeds, steps, warmup, device, fast) -> float:
     mark = {}
 
     def cb(step, terms):
-        if step == warmup:
+        if step in (warmup, warmup + steps):
             _sync(device)
-            mark["t0"] = time.perf_counter()
+            mark[step] = time.perf_counter()
 
     with tempfile.TemporaryDirectory() as tmp:
         train_ensemble([_cfg(s, warmup + steps, device, fast) for s in seeds], [f"{tmp}/r{s}" for s in seeds],
                        data=data, progress=False, callback=cb)
-        _sync(device)
-        return len(seeds) * steps * 64 / (time.perf_counter() - mark["t0"])
+    return len(seeds) * steps * 64 / (mark[warmup + steps] - mark[warmup])
 
 
 def _proc(args):
@@ -105,6 +104,8 @@ def main() -> None:
     p.add_argument("--fast", action="store_true", help="bf16 autocast and fused Adam on both sides")
     p.add_argument("--gpu-sizes", type=int, nargs="+", default=[8, 32, 128])
     p.add_argument("--peak-tflops", type=float, default=None)
+    p.add_argument("--big-batch", action="store_true",
+                   help="GPU: also time one run at batch 64*m per ensemble size (the ceiling of batching)")
     p.add_argument("--skip-cpu", action="store_true", help="only the GPU section (on a GPU machine)")
     args = p.parse_args()
     seeds = list(range(args.members))
@@ -130,9 +131,25 @@ def main() -> None:
         gseq = sequential(seeds, args.steps, args.warmup, "cuda", args.fast)
         print(f"## GPU {name}: {args.members} runs one after another {gseq:.0f} images/s")
         for m in args.gpu_sizes:
-            r = ensemble(list(range(m)), args.steps, args.warmup, "cuda", args.fast)
+            try:
+                r = ensemble(list(range(m)), args.steps, args.warmup, "cuda", args.fast)
+            except torch.cuda.OutOfMemoryError as err:
+                print(f"ensemble of {m}: out of GPU memory ({str(err).splitlines()[0]})", flush=True)
+                torch.cuda.empty_cache()
+                continue
             frac = f", {r * flops / (peak * 1e12):.4f} of the bf16 peak" if peak else ""
-            print(f"ensemble of {m}: {r:.0f} images/s{frac}")
+            mem = torch.cuda.max_memory_allocated() / 2 ** 30
+            torch.cuda.reset_peak_memory_stats()
+            line = f"ensemble of {m}: {r:.0f} images/s{frac}, peak memory {mem:.1f} GiB"
+            if args.big_batch:  # the ceiling of batching: one run with all m members' images per step
+                try:
+                    kw = {} if args.fast else {"precision": "fp32", "channels_last": False, "fused_adam": False}
+                    bb = tt.vaebias_fit(args.steps, args.warmup, 64 * m, "cuda", data_parallel=1, **kw)
+                    line += f"; one run at batch {64 * m}: {bb:.0f} images/s"
+                except torch.cuda.OutOfMemoryError:
+                    line += f"; one run at batch {64 * m}: out of GPU memory"
+                    torch.cuda.empty_cache()
+            print(line, flush=True)
             if m == args.members:
                 ratio = f"ratio (ensemble of {m} / {m} runs one after another, {name}): {r / gseq:.2f}x"
     print(ratio)

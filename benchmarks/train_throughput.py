@@ -19,7 +19,8 @@ Sections (images/s over ``--steps`` steps after ``--warmup`` steps):
    side, each a process with one thread - against the baseline's one-run throughput
    (runs one after another, each with every core);
 3. with ``--curve-steps N``: the loss curve of the fast step against fp32, same seed,
-   N steps each (windowed means, largest relative difference), next to the difference
+   N steps each, on ``--curve-device`` (cpu, or cuda: there fp32 convolutions may run as
+   TF32, PyTorch's default) (windowed means, largest relative difference), next to the difference
    between two fp32 seeds as the scale of run-to-run variation;
 4. when CUDA is present: the baseline and the fast step on the GPU, images/s and the
    fraction of the device's bf16 peak (``--peak-tflops``, or a table of known devices),
@@ -98,13 +99,14 @@ def vaebias_fit(steps: int, warmup: int, batch: int, device: str, seed: int = 0,
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             mark["t0"] = time.perf_counter()
+        if step == warmup + steps:  # before the final checkpoint is written
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            mark["t1"] = time.perf_counter()
 
     with tempfile.TemporaryDirectory() as tmp:
         fit(model, data, tmp, cfg, {"benchmark": True}, progress=False, callback=cb)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t1 = time.perf_counter()
-    return steps * batch / (t1 - mark["t0"])
+    return steps * batch / (mark["t1"] - mark["t0"])
 
 
 _BARRIER = None
@@ -155,6 +157,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--packed", type=int, default=os.cpu_count(), help="runs side by side in section 2")
     p.add_argument("--curve-steps", type=int, default=0, help="section 3's steps per precision (0: skip)")
+    p.add_argument("--curve-device", choices=("cpu", "cuda"), default="cpu",
+                   help="where section 3 runs (cuda: also with --skip-cpu)")
     p.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak")
     p.add_argument("--repeats", type=int, default=3, help="interleaved measurements in section 1 (median)")
     p.add_argument("--skip-cpu", action="store_true", help="skip sections 1-3 (on a GPU machine)")
@@ -190,20 +194,20 @@ def main() -> None:
               f"several runs)")
         print(f"vaebias fast step, aggregate: {agg:8.0f} images/s ({agg / base:.2f}x the plain loop's one run)")
 
-    if args.curve_steps and not args.skip_cpu:
+    if args.curve_steps and (not args.skip_cpu or args.curve_device == "cuda"):
         torch.set_num_threads(args.threads)
         fp32 = {"precision": "fp32", "channels_last": False, "fused_adam": False, "data_parallel": 1}
         curves = {}
         for name, seed, kw in (("fp32", 0, fp32), ("fast", 0, {}), ("fp32 seed 1", 1, fp32)):
             losses = []
-            vaebias_fit(args.curve_steps, 1, b, "cpu", seed=seed, losses=losses, **kw)
+            vaebias_fit(args.curve_steps, 1, b, args.curve_device, seed=seed, losses=losses, **kw)
             curves[name] = np.asarray(losses)
         n = min(map(len, curves.values()))
         windows = np.array_split(np.arange(n), 10)
         mean = {k: np.array([v[i].mean() for i in windows]) for k, v in curves.items()}
         rel = np.abs(mean["fast"] - mean["fp32"]) / mean["fp32"]
         seed_rel = np.abs(mean["fp32 seed 1"] - mean["fp32"]) / mean["fp32"]
-        print(f"## 3. loss curve, {n} steps: mean loss per tenth (fp32 seed 0 / fast step seed 0 / fp32 seed 1)")
+        print(f"## 3. loss curve on {args.curve_device}, {n} steps: mean loss per tenth (fp32 seed 0 / fast step seed 0 / fp32 seed 1)")
         print(" | ".join(f"{x:.1f}/{y:.1f}/{z:.1f}" for x, y, z in zip(mean["fp32"], mean["fast"],
                                                                     mean["fp32 seed 1"])))
         print(f"largest relative difference of the windowed means: fast vs fp32 (same seed) {rel.max():.4f}, "

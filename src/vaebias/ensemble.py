@@ -9,7 +9,9 @@ over the stacked tensors. Everything a run owns stays its own:
 - initialisation: each member is built under its own seed, exactly as
   :func:`vaebias.training.train` builds it;
 - data: each member draws its batches from ``np.random.default_rng(seed)`` with the
-  model's sampler, as the solo run does;
+  model's sampler, as the solo run does (where the sampler has ``sample_many``, all
+  members' factors are drawn from their own generators and rendered in one call: the
+  same images, one set of kernel launches per step);
 - noise: each member's reparameterisation noise comes from its own
   ``torch.Generator`` seeded like the solo run's global generator, fed to
   :func:`vaebias.models.base.reparameterize` through
@@ -252,6 +254,8 @@ def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str |
 
     # --- the noise each member draws per step: shapes from one probe on member 0's model
     def draw_batches():
+        if hasattr(samplers[0], "sample_many"):  # one renderer call for all members
+            return samplers[0].sample_many(cfg.batch_size, [m["rng"] for m in members], device)
         out = [s.sample(cfg.batch_size, m["rng"], device) for s, m in zip(samplers, members)]
         return {k: torch.stack([o[k] for o in out]) for k in out[0]}
 
