@@ -31,7 +31,8 @@ from vaebias.training import load_run, train
 
 def test_blob_pixels_by_hand():
     # 22 positions over [5, 26]: integer centres 5, 6, ..., 26
-    b = Blobs(num_positions=22, canvas=32, sigma=2.0, aspect=2.0, margin=5.0, y_extent=1.0, quantize=False)
+    b = Blobs(num_positions=22, num_scales=1, canvas=32, sigma=2.0, aspect=2.0, margin=5.0, y_extent=1.0,
+              quantize=False)
     assert b.factor_sizes == (22, 22) and b.factor_names == ("posX", "posY")
     assert b.observation_shape == (1, 32, 32) and len(b) == 484
     img = b.images(np.array([[3, 10]]))[0, 0]  # centre column 8, row 15
@@ -42,7 +43,7 @@ def test_blob_pixels_by_hand():
     assert img[17, 11] == pytest.approx(math.exp(-9 / 8 - 4 / 32), rel=1e-6)
     assert float(img.max()) == pytest.approx(1.0) and float(img.min()) >= 0
     # the default: the same pixels rounded to the nearest 1/255 (what a uint8 export stores)
-    q = Blobs(num_positions=22, canvas=32, sigma=2.0, aspect=2.0, margin=5.0, y_extent=1.0).images(
+    q = Blobs(num_positions=22, num_scales=1, canvas=32, sigma=2.0, aspect=2.0, margin=5.0, y_extent=1.0).images(
         np.array([[3, 10]]))[0, 0]
     assert q[15, 10] == pytest.approx(round(255 * math.exp(-4 / 8)) / 255, abs=1e-7)  # 155/255
     assert torch.equal(q, torch.round(img * 255) / 255)
@@ -50,6 +51,9 @@ def test_blob_pixels_by_hand():
 
 
 def test_blob_options_and_errors():
+    d = Blobs()  # the demo's default: three factors, 4 sizes of 3-6 px
+    assert d.factor_names == ("posX", "posY", "scale") and d.factor_sizes == (16, 16, 4)
+    assert np.allclose(d.sigmas, [3, 4, 5, 6])
     s = Blobs(num_positions=4, num_scales=3, sigma=1.0, sigma_max=3.0, aspect=1.0)
     assert s.factor_names == ("posX", "posY", "scale") and s.factor_sizes == (4, 4, 3)
     wide, narrow = s.images(np.array([[1, 1, 2], [1, 1, 0]]))
@@ -89,9 +93,10 @@ def test_dct_rotation():
 @pytest.fixture(scope="module")
 def disentangled_blob_vae(tmp_path_factory):
     """A β-VAE that disentangles the two blob factors (MIG about 0.9; ~20 s, one thread)."""
-    data = Blobs(aspect=1.0, y_extent=0.4, quantize=False)
+    data = Blobs(num_scales=1, aspect=1.0, y_extent=0.4, quantize=False)
     rd = tmp_path_factory.mktemp("blob") / "ref"
-    train({"model": "beta_vae", "dataset": {"name": "blobs", "aspect": 1.0, "y_extent": 0.4, "quantize": False},
+    train({"model": "beta_vae", "dataset": {"name": "blobs", "num_scales": 1, "aspect": 1.0, "y_extent": 0.4,
+                                            "quantize": False},
            "model_params": {"beta": 4.0},
            "train": {"steps": 1500, "batch_size": 32, "lr": 5e-4, "seed": 1002, "device": "cpu",
                      "precision": "bf16", "channels_last": True, "fused_adam": True, "checkpoint_every": 1500}},

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto")
     r.add_argument("--data-dir", default=None, help="folder with the real dataset file")
     r.add_argument("--dataset-option", action="append", metavar="KEY=VALUE",
-                   help="a dataset option, e.g. num_scales=4 for blobs (repeatable)")
+                   help="a dataset option, e.g. num_scales=1 for two-factor blobs (repeatable)")
     _launcher_args(r)
     r.add_argument("--no-progress", action="store_true")
 

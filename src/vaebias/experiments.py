@@ -213,7 +213,7 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
         device: "auto", "cpu" or "cuda[:N]".
         data_dir: folder with the real dataset file (default: $VAEBIAS_DATA_DIR, else
             the procedural renderer).
-        dataset_options: options of the dataset (e.g. blobs' ``{"num_scales": 4}``; see
+        dataset_options: options of the dataset (e.g. blobs' ``{"num_scales": 1}``; see
             :func:`vaebias.data.load_dataset`), recorded in ``profile.yaml`` and in every
             run's config.
         launcher, workers, address: how the reference and table runs are executed

@@ -40,7 +40,7 @@ class BetaVAE(GaussianVAE):
             check(self.beta > 0, "beta", self.beta, "a number > 0")
 
     #: dSprites and Shapes3D: the paper's values; blobs (the demo dataset): 8, from short CPU
-    #: trials on the rounded blobs (1,500 steps, 8 seeds; sigma 2 px): MIG 0.66 +- 0.18 at
+    #: trials on the rounded two-factor blobs (1,500 steps, 8 seeds; sigma 2 px): MIG 0.66 +- 0.18 at
     #: beta 8 against 0.48 at 2, 0.37 at 4 and 0.41 at 16
     DEFAULTS = {"dsprites": {"beta": 8.0}, "shapes3d": {"beta": 32.0}, "blobs": {"beta": 8.0}}
 
