@@ -42,6 +42,25 @@ def test_over_pruned_runs_are_discarded_and_counted(tmp_path):
         summarise_robustness(tmp_path / "nothing")
 
 
+def test_figure_shows_every_discarded_count(tmp_path):
+    """Each discarded count is drawn inside the axes, also for a value whose runs were all
+    discarded (no MIG to plot: an x at 0); a dataset file is labelled by its name."""
+    from vaebias.robustness import dataset_label, draw_robustness
+
+    mod = "results/x/datasets/blobs_modified_eps0.1.h5"
+    rows = [_row(4.0, 0, 0.2, 5, dataset=mod), _row(4.0, 1, 0.4, 4, dataset=mod),
+            _row(32.0, 0, 0.7, 3, dataset=mod), _row(32.0, 1, 0.8, 2, dataset=mod)]
+    write_json(tmp_path / "results.json", rows)
+    fig = draw_robustness(summarise_robustness(tmp_path))
+    ax = fig.axes[0]
+    notes = {t.get_text(): t.xy for t in ax.texts}
+    assert notes == {"-1": (4.0, pytest.approx(0.2)), "-2": (32.0, 0.0)}
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    assert all(x0 < x < x1 and y0 <= y <= y1 for x, y in notes.values())
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["blobs_modified_eps0.1"]
+    assert dataset_label(mod) == "blobs_modified_eps0.1" and dataset_label("dsprites") == "dsprites"
+
+
 def test_line_search_end_to_end_on_toy(tmp_path, capsys):
     from vaebias.cli import main
     from vaebias.sweep import sweep

@@ -116,9 +116,23 @@ def summarise_robustness(out: str | os.PathLike) -> list[dict]:
     return rows
 
 
-def figure_robustness(rows: list[dict], out_png: str | os.PathLike) -> Path:
-    """Fig. 5: MIG (mean +- std over kept runs) against the hyperparameter, one panel per
-    model, one line per dataset, each point annotated with its discarded count."""
+def dataset_label(dataset: str) -> str:
+    """A dataset's short name for tables and legends: a file's name without its folder and
+    suffix (``results/x/datasets/blobs_modified_eps0.1.h5`` -> ``blobs_modified_eps0.1``),
+    a built-in dataset's name as it is."""
+    p = Path(str(dataset))
+    return p.stem if p.suffix in (".h5", ".hdf5", ".npz") else str(dataset)
+
+
+def draw_robustness(rows: list[dict]):
+    """The Fig. 5 figure (a matplotlib Figure): MIG (mean +- std over kept runs) against
+    the hyperparameter on a log2 axis, one panel per model, one line per dataset. Each
+    point with discarded (over-pruned) runs is annotated ``-n``; a value whose runs were
+    all discarded gets an ``x`` on the axis at MIG 0. MIG spans [0, 1].
+
+    Raises:
+        RunError: no rows.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,26 +144,37 @@ def figure_robustness(rows: list[dict], out_png: str | os.PathLike) -> Path:
     fig, axes = plt.subplots(1, len(models), figsize=(max(6.0, 4.2 * len(models)), 3.8), squeeze=False)
     for ax, model in zip(axes[0], models):
         mine = [r for r in rows if r["model"] == model]
-        for dataset in dict.fromkeys(r["dataset"] for r in mine):
+        for k, dataset in enumerate(dict.fromkeys(r["dataset"] for r in mine)):
             pts = [r for r in mine if r["dataset"] == dataset]
             xs = [r["value"] for r in pts]
             ys = [np.nan if r["mig_mean"] is None else r["mig_mean"] for r in pts]
             es = [0.0 if r["mig_std"] is None else r["mig_std"] for r in pts]
-            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=dataset)
+            line = ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=dataset_label(dataset))
+            colour = line[0].get_color()
             for r, y in zip(pts, ys):
+                if np.isnan(y):
+                    ax.plot([r["value"]], [0.0], marker="x", color=colour, markersize=8, clip_on=False)
                 if r["discarded"]:
-                    ax.annotate(f"-{r['discarded']}", (r["value"], 0 if np.isnan(y) else y), fontsize=7,
-                                textcoords="offset points", xytext=(4, 4))
+                    ax.annotate(f"-{r['discarded']}", (r["value"], 0.0 if np.isnan(y) else y), fontsize=7,
+                                color=colour, textcoords="offset points", xytext=(4, 4 + 9 * k))
+        values = [r["value"] for r in mine]
         ax.set_xscale("log", base=2)
+        ax.set_xlim(min(values) / 1.5, max(values) * 1.5)
+        ax.set_ylim(0.0, 1.0)
         ax.set_xlabel(mine[0]["hyperparameter"])
         ax.set_ylabel("MIG")
         ax.set_title(model, fontsize=10)
         ax.legend(fontsize=7)
     fig.suptitle("MIG over the primary hyperparameter\n(mean ± std over kept runs; -n: over-pruned runs "
-                 "discarded)", fontsize=9)
+                 "discarded; x: all discarded)", fontsize=9)
+    return fig
+
+
+def figure_robustness(rows: list[dict], out_png: str | os.PathLike) -> Path:
+    """Fig. 5 (:func:`draw_robustness`) written to ``out_png``."""
     from vaebias.report import save_figure
 
-    return save_figure(fig, out_png, dpi=110)
+    return save_figure(draw_robustness(rows), out_png, dpi=110)
 
 
 def write_robustness(out: str | os.PathLike) -> dict:
