@@ -275,6 +275,7 @@ def test_failed_run_is_reported_others_finish_rerun_retries(tmp_path, capsys):
     cap = capsys.readouterr()
     assert f"1 of 3 runs failed:\n  {bad['id']}: RunError:" in cap.err and "holds a different configuration" in cap.err
     assert "failures.log" in cap.err and "RunError" in (out / "failures.log").read_text()
+    assert f"1 run(s) failed, e.g. {bad['id']}: RunError:" in cap.out  # the log's summary, for API callers
     assert completion(bad["run_dir"], bad["evaluate"]) is None
     assert len(json.loads((out / "results.json").read_text())) == 2
     (Path(bad["run_dir"]) / "config.yaml").unlink()

@@ -1061,6 +1061,9 @@ def sweep(grid: str | os.PathLike | dict | Grid, out: str | os.PathLike | None =
     wall = time.perf_counter() - t0
     _say(f"sweep done: {finished} finished now, {already} already finished, {len(failed)} failed, "
          f"of {len(specs)}; results in {out / 'results.csv'}; wall time {wall:.0f} s")
+    if failed:
+        _say(f"{len(failed)} run(s) failed, e.g. {failed[0]['id']}: {failed[0].get('error', '?')}; "
+             f"tracebacks in {fail_log}")
     by_id = {r["id"]: r for r in results}
     return {"out": str(out), "total": len(specs), "already": already, "finished": finished, "failed": failed,
             "results": [by_id.get(s["id"], {"id": s["id"], "status": "already"}) for s in specs],
