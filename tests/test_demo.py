@@ -11,6 +11,7 @@ options are validated; results folders written before the new profile fields res
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -279,3 +280,60 @@ def test_cli_option_errors_name_the_flag(tmp_path, capsys):
                  "--profile-option", "seeds"]) == 2
     assert "--profile-option 'seeds': expected KEY=VALUE" in capsys.readouterr().err
     assert not (tmp_path / "m").exists() and not (tmp_path / "r").exists()
+
+
+def test_reproduce_runs_the_fig5_line_search_when_the_profile_asks(tmp_path, capsys):
+    """`robustness` in a profile adds Fig. 5's line search after the table: the scale-1
+    runs of the table's seeds are the table's runs (not retrained), the others are new;
+    robustness.json / .md and fig5_<dataset>.png are written, and the report page embeds
+    them. A bad plan is refused before anything is written."""
+    from tests.test_pipeline import TINY
+    from vaebias.cli import main
+    from vaebias.io import read_json, read_yaml
+
+    prof = tmp_path / "p.yaml"
+    prof.write_text(yaml.safe_dump(dict(TINY, models=["ae", "beta_vae"], seeds=[0],
+                                        model_params={"beta_vae": {"beta": 4.0}},
+                                        robustness={"scales": [0.5, 1], "seeds": [0, 1]})))
+    out = tmp_path / "out"
+    args = ["reproduce", "--dataset", "blobs", "--profile", str(prof), "--out", str(out), "--device", "cpu",
+            "--no-progress", "--dataset-option", "num_positions=4"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    res = read_json(out / "robustness.json")
+    assert res["plan"] == {"models": ["beta_vae"], "scales": [0.5, 1.0], "seeds": [0, 1],
+                           "variants": ["original", "modified"]}
+    ids = sorted(r["id"] for r in res["runs"])
+    assert ids == sorted([f"runs/{v}/beta_vae_seed0" for v in ("original", "modified")]
+                         + [f"robustness/{v}/beta_vae_seed1" for v in ("original", "modified")]
+                         + [f"robustness/{v}/beta_vae_beta2_seed{s}" for v in ("original", "modified")
+                            for s in (0, 1)])
+    # the scale-1 seed-0 point is the table's own run, with the table's MIG
+    table = read_json(out / "runs" / "original" / "beta_vae_seed0" / "metrics.json")["mig"]["mig"]
+    point = next(r for r in res["runs"] if r["id"] == "runs/original/beta_vae_seed0")
+    assert point["mig"] == table and point["model_params"] == {"beta": 4.0}
+    assert read_yaml(out / "robustness" / "original" / "beta_vae_beta2_seed1" / "config.yaml")[
+        "model_params"] == {"beta": 2.0}
+    rows = {(r["dataset"], r["value"]): r for r in res["rows"]}
+    assert set(rows) == {(v, x) for v in ("original", "modified") for x in (2.0, 4.0)}
+    assert all(r["runs"] == 2 and r["runs"] == r["kept"] + r["discarded"] for r in rows.values())
+    assert "| beta_vae | modified | beta = 2 | 2 |" in (out / "robustness.md").read_text()
+    assert (out / "fig5_blobs.png").stat().st_size > 1000 and "Fig. 5 written" in printed
+    # a rerun retrains nothing and gives the same file
+    before = (out / "robustness.json").read_text()
+    done = out / "robustness" / "modified" / "beta_vae_beta2_seed1" / "metrics.json"
+    stamp = done.stat().st_mtime_ns
+    assert main(args) == 0
+    assert done.stat().st_mtime_ns == stamp and (out / "robustness.json").read_text() == before
+    from vaebias.html_report import write_html_report
+
+    page = Path(write_html_report(out)).read_text()
+    assert "fig5_blobs.png" in page and "beta = 2" in page
+    # bad plans: refused before a folder is made
+    for bad, match in [({"scales": [0]}, "robustness.scales"), ({"models": ["ae"]}, "robustness.models = 'ae'"),
+                       ({"seed": [1]}, "robustness.seed = "), ({"variants": ["noisy"]}, "robustness.variants")]:
+        prof.write_text(yaml.safe_dump(dict(TINY, models=["ae", "beta_vae"], robustness=bad)))
+        assert main(["reproduce", "--dataset", "blobs", "--profile", str(prof), "--out", str(tmp_path / "bad"),
+                     "--device", "cpu", "--no-progress"]) == 2
+        assert match in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()

@@ -163,6 +163,11 @@ def test_profiles_validate_and_builtins_load(tmp_path):
     assert paper.reduced is False and paper.train_steps == 300_000 and len(paper.seeds) == 10
     assert tuple(paper.models) == TABLE1_MODELS
     assert paper.steps_of("weak_gan") == 500_000 and paper.steps_of("pcl") == 300_000
+    # Fig. 5's line search: the four VAEs with a primary hyperparameter, x 1/4 ... 4, 10 restarts
+    assert paper.robustness_plan() == {"models": ["beta_vae", "factor_vae", "beta_tc_vae", "slow_vae"],
+                                       "scales": [0.25, 0.5, 1.0, 2.0, 4.0], "seeds": list(range(10)),
+                                       "variants": ["original", "modified"]}
+    assert load_profile("quick").robustness is None
     quick = load_profile("quick")
     assert quick.reduced is True and tuple(quick.models) == TABLE1_MODELS
     standard = load_profile("standard")  # sized from benchmarks/mig_vs_steps.py (README)

@@ -309,16 +309,10 @@ def _run(args) -> int:
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
             print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in scalars.items()))
     elif args.command == "robustness":
-        from vaebias.robustness import dataset_label, write_robustness
+        from vaebias.robustness import robustness_table, write_robustness
 
         res = write_robustness(args.sweep_out)
-        print("| model | dataset | hyperparameter | runs | discarded | MIG |")
-        print("|---|---|---|---|---|---|")
-        for r in res["rows"]:
-            mig = "—" if r["mig_mean"] is None else f"{r['mig_mean']:.3f} ± {r['mig_std']:.3f}"
-            print(f"| {r['model']} | {dataset_label(r['dataset'])} | {r['hyperparameter']} = {r['value']:g} | "
-                  f"{r['runs']} | "
-                  f"{r['discarded']} | {mig} |")
+        print(robustness_table(res["rows"]), end="")
         print(f"wrote {res['json']} and {res['png']}")
     elif args.command == "traverse":
         from vaebias.traversal import write_traversal

@@ -21,6 +21,7 @@ this process, in worker processes or on Ray (``launcher``), with the same result
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from importlib import resources
@@ -72,6 +73,13 @@ class Profile:
             m_ψ and the noise control (``epsilon``, ``loss``, ``clip``, ``clip_in_objective``,
             ``decoder_lr``, ``noise_seed``, ``noise``); unset ones keep their defaults, ε the
             dataset's (EPSILON).
+        robustness: Fig. 5's line search (Sec. 5.3), run after the table when set (None:
+            off). A mapping with optional keys ``models`` (default: the profile's models
+            with a primary hyperparameter, :data:`vaebias.robustness.PRIMARY`), ``scales``
+            (factors of each model's value in this profile; default 1/4, 1/2, 1, 2, 4),
+            ``seeds`` (restarts per value; default the profile's seeds) and ``variants``
+            (default original and modified); ``{}`` takes every default. Scale-1 runs of
+            the table's models and seeds are the table's own runs (not retrained).
     """
 
     name: str
@@ -92,6 +100,7 @@ class Profile:
     train_settings: dict = dataclasses.field(default_factory=dict)
     entangled_reference: str = "restart"
     manipulation: dict = dataclasses.field(default_factory=dict)
+    robustness: dict | None = None
 
     def __post_init__(self):
         from vaebias.models import get_model_class
@@ -126,6 +135,40 @@ class Profile:
         for m, params in self.model_params.items():
             check(m in self.models, f"model_params.{m}", params, f"a model of this profile ({', '.join(self.models)})")
             check(isinstance(params, dict), f"model_params.{m}", params, "a mapping of hyperparameters")
+        if self.robustness is not None:
+            self.robustness_plan()  # validates
+
+    def robustness_plan(self) -> dict:
+        """The line search of :attr:`robustness` with its defaults filled in:
+        ``{"models", "scales", "seeds", "variants"}`` (lists).
+
+        Raises:
+            ConfigError: an unknown key, a model without a primary hyperparameter, a scale
+                that is not a finite number > 0, no seed, or an unknown variant.
+        """
+        from vaebias.robustness import PRIMARY, SCALES
+
+        r = dict(self.robustness or {})
+        allowed = ("models", "scales", "seeds", "variants")
+        for key in r:
+            check(key in allowed, f"robustness.{key}", r[key], f"one of {', '.join(allowed)}")
+        models = list(r.get("models") or [m for m in self.models if m in PRIMARY])
+        check(bool(models), "robustness.models", r.get("models", list(self.models)),
+              f"at least one model with a primary hyperparameter ({', '.join(sorted(PRIMARY))})")
+        for m in models:
+            check(m in PRIMARY, "robustness.models", m,
+                  f"a model with a primary hyperparameter ({', '.join(sorted(PRIMARY))})")
+        scales = list(r.get("scales", SCALES))
+        check(bool(scales) and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                                   and x > 0 for x in scales),
+              "robustness.scales", scales, "a non-empty list of finite numbers > 0")
+        seeds = list(r.get("seeds", self.seeds))
+        check(bool(seeds) and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
+              and len(set(seeds)) == len(seeds), "robustness.seeds", seeds, "a non-empty list of distinct integers")
+        variants = list(r.get("variants", ("original", "modified")))
+        check(bool(variants) and all(v in VARIANTS for v in variants) and len(set(variants)) == len(variants),
+              "robustness.variants", variants, f"distinct names among {', '.join(VARIANTS)}")
+        return {"models": models, "scales": [float(x) for x in scales], "seeds": seeds, "variants": variants}
 
     def steps_of(self, model: str) -> int:
         """Training steps of ``model`` in the table runs."""
@@ -377,5 +420,81 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
 
     failed(runner.run(table_tasks, on_result=said_run), "table runs")
 
+    # 7. Fig. 5's line search (Sec. 5.3), when the profile asks for it
+    fig5 = None
+    if prof.robustness is not None:
+        fig5 = _robustness_stage(out, dataset, prof, data, variant_spec, runner, task, failed, train_cfg)
+
     # 6. report
-    return write_report(out)
+    report = write_report(out)
+    if fig5 is not None:
+        report["robustness"] = fig5
+    return report
+
+
+def _robustness_stage(out: Path, dataset: str, prof: Profile, data, variant_spec: dict, runner, task, failed,
+                      train_cfg) -> dict:
+    """Stage 7 of :func:`reproduce`: the line search of ``prof.robustness`` on the
+    pipeline's own datasets, then ``robustness.json``, ``robustness.md`` and
+    ``fig5_<dataset>.png`` in ``out``. Runs at scale 1 with the table's models and seeds
+    are the table's runs (same directory and config: found finished, not retrained); the
+    others go to ``out/robustness/<variant>/<model>_<hyperparameter><value>_seed<seed>``."""
+    from vaebias.models import get_model_class
+    from vaebias.robustness import PRIMARY, figure_robustness, robustness_table, summarise_rows
+    from vaebias.training import RunConfig, _defaults_key
+
+    plan = prof.robustness_plan()
+    tasks = []
+    for variant in plan["variants"]:
+        for model in plan["models"]:
+            hp = PRIMARY[model]
+            params = dict(prof.model_params.get(model, {}))
+            base = float(params.get(hp, getattr(get_model_class(model).default_config(_defaults_key(data)), hp)))
+            for scale in plan["scales"]:
+                value = base * scale
+                for seed in plan["seeds"]:
+                    if scale == 1.0:  # the model's value in this profile: the table's runs where they exist
+                        p = params
+                        table_run = model in prof.models and seed in prof.seeds
+                        rd = (out / "runs" if table_run else out / "robustness") / variant / f"{model}_seed{seed}"
+                    else:
+                        p = {**params, hp: value}
+                        rd = out / "robustness" / variant / f"{model}_{hp}{value:g}_seed{seed}"
+                    cfg = RunConfig(model=model, dataset=variant_spec[variant], model_params=p,
+                                    train=train_cfg(prof.steps_of(model), seed))
+                    tasks.append(task(rd, cfg, variant=variant, model=model, seed=seed, hyperparameter=hp,
+                                      value=value))
+    _say(f"Fig. 5 line search: {len(plan['models'])} model(s) x {len(plan['scales'])} values x "
+         f"{len(plan['seeds'])} seeds x {len(plan['variants'])} variants = {len(tasks)} runs "
+         f"(the table's runs among them are reused)")
+
+    def said(spec, res):
+        if res["status"] != "failed":
+            m = spec["meta"]
+            au = res["metrics"].get("active_units", {})
+            _say(f"fig5 {m['variant']:>8} {m['model']:<9} {m['hyperparameter']} = {m['value']:g} seed {m['seed']}: "
+                 f"MIG {res['metrics']['mig']['mig']:.3f}, {au.get('active_units')} active units")
+
+    results = runner.run(tasks, on_result=said)
+    failed(results, "line-search runs")
+    per_run = []
+    for spec, res in zip(tasks, results):
+        m, au = spec["meta"], res["metrics"].get("active_units", {})
+        per_run.append({"id": spec["id"], "model": m["model"], "dataset": m["variant"], "seed": m["seed"],
+                        "model_params": {m["hyperparameter"]: m["value"]}, "mig": res["metrics"]["mig"]["mig"],
+                        "active_units": au.get("active_units"), "active_units.num_factors": au.get("num_factors")})
+    rows = summarise_rows(per_run)
+    json_path = out / "robustness.json"
+    write_json(json_path, {"dataset": dataset, "plan": plan, "rows": rows, "runs": per_run})
+    table = robustness_table(rows)
+    md_path = out / "robustness.md"
+    from vaebias.io import atomic_path
+
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(f"Fig. 5 (Sec. 5.3) on **{dataset}**, profile {prof.name!r}: MIG over the primary "
+                       f"hyperparameter, mean ± std over the kept runs; runs with fewer active units than "
+                       f"factors discarded.\n\n{table}", encoding="utf-8")
+    png = figure_robustness(rows, out / f"fig5_{dataset}.png")
+    print(table, end="", flush=True)
+    _say(f"Fig. 5 written: {md_path.name}, {png.name}, {json_path.name}")
+    return {"rows": rows, "json": str(json_path), "md": str(md_path), "png": str(png)}

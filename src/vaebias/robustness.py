@@ -22,8 +22,8 @@ import numpy as np
 from vaebias.errors import ConfigError, RunError
 from vaebias.io import read_json, write_json
 
-__all__ = ["PRIMARY", "SCALES", "figure_robustness", "robustness_grid", "summarise_robustness",
-           "write_robustness"]
+__all__ = ["PRIMARY", "SCALES", "dataset_label", "draw_robustness", "figure_robustness", "robustness_grid",
+           "robustness_table", "summarise_robustness", "summarise_rows", "write_robustness"]
 
 #: each model's primary hyperparameter (the one the paper's line search scales)
 PRIMARY = {"beta_vae": "beta", "beta_tc_vae": "beta", "factor_vae": "gamma", "slow_vae": "gamma",
@@ -83,15 +83,13 @@ def _over_pruned(row: dict) -> bool:
 
 def summarise_robustness(out: str | os.PathLike) -> list[dict]:
     """Per (model, dataset, hyperparameter value): runs, discarded (over-pruned) runs and
-    MIG mean / std (ddof 0) over the kept runs.
+    MIG mean / std (ddof 0) over the kept runs, from a line-search sweep folder.
 
     Args:
         out: a finished (or partly finished) sweep folder with ``results.json``.
 
     Returns:
-        rows sorted by model, dataset, value: ``{"model", "dataset", "hyperparameter",
-        "value", "runs", "discarded", "kept", "mig_mean", "mig_std"}`` (means None when
-        every run was discarded).
+        the rows of :func:`summarise_rows`.
 
     Raises:
         RunError: no ``results.json`` in ``out``.
@@ -99,11 +97,29 @@ def summarise_robustness(out: str | os.PathLike) -> list[dict]:
     path = Path(out) / "results.json"
     if not path.exists():
         raise RunError(f"{str(path)!r} not found: run the line search's sweep first (vaebias sweep)")
+    return summarise_rows(read_json(path))
+
+
+def summarise_rows(results: list[dict]) -> list[dict]:
+    """Group per-run results by (model, dataset, value of the primary hyperparameter).
+
+    Args:
+        results: one dict per run: ``model``, ``dataset`` (any label), ``model_params``
+            (a mapping, or its JSON text) holding the primary hyperparameter, ``mig``, and
+            for the filter ``active_units`` and ``active_units.num_factors`` (a sweep's
+            ``results.json`` rows have these). Rows of models without a primary
+            hyperparameter, or without ``mig``, are skipped.
+
+    Returns:
+        rows sorted by model, dataset, value: ``{"model", "dataset", "hyperparameter",
+        "value", "runs", "discarded", "kept", "mig_mean", "mig_std"}`` (means None when
+        every run was discarded; std with ddof 0).
+    """
     groups: dict[tuple, list[dict]] = {}
-    for row in read_json(path):
+    for row in results:
         name = PRIMARY.get(row["model"])
         params = json.loads(row["model_params"]) if isinstance(row["model_params"], str) else row["model_params"]
-        if name is None or name not in params or "mig" not in row:
+        if name is None or name not in params or row.get("mig") is None:
             continue
         groups.setdefault((row["model"], row["dataset"], float(params[name])), []).append(row)
     rows = []
@@ -114,6 +130,17 @@ def summarise_robustness(out: str | os.PathLike) -> list[dict]:
                      "mig_mean": float(np.mean(kept)) if kept else None,
                      "mig_std": float(np.std(kept)) if kept else None})
     return rows
+
+
+def robustness_table(rows: list[dict]) -> str:
+    """The rows of :func:`summarise_rows` as a Markdown table (datasets by
+    :func:`dataset_label`; MIG as mean ± std over the kept runs, "—" when none was kept)."""
+    lines = ["| model | dataset | hyperparameter | runs | discarded | MIG |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        mig = "—" if r["mig_mean"] is None else f"{r['mig_mean']:.3f} ± {r['mig_std']:.3f}"
+        lines.append(f"| {r['model']} | {dataset_label(r['dataset'])} | {r['hyperparameter']} = {r['value']:g} | "
+                     f"{r['runs']} | {r['discarded']} | {mig} |")
+    return "\n".join(lines) + "\n"
 
 
 def dataset_label(dataset: str) -> str:
