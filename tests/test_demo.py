@@ -330,7 +330,7 @@ def test_reproduce_runs_the_fig5_line_search_when_the_profile_asks(tmp_path, cap
     page = Path(write_html_report(out)).read_text()
     assert "fig5_blobs.png" in page and "beta = 2" in page
     # bad plans: refused before a folder is made
-    for bad, match in [({"scales": [0]}, "robustness.scales"), ({"models": ["ae"]}, "robustness.models = 'ae'"),
+    for bad, match in [({"scales": [0]}, "robustness.scales"), ({"scales": [1, 1.0]}, "distinct finite"), ({"models": ["ae"]}, "robustness.models = 'ae'"),
                        ({"seed": [1]}, "robustness.seed = "), ({"variants": ["noisy"]}, "robustness.variants")]:
         prof.write_text(yaml.safe_dump(dict(TINY, models=["ae", "beta_vae"], robustness=bad)))
         assert main(["reproduce", "--dataset", "blobs", "--profile", str(prof), "--out", str(tmp_path / "bad"),

@@ -160,8 +160,8 @@ class Profile:
                   f"a model with a primary hyperparameter ({', '.join(sorted(PRIMARY))})")
         scales = list(r.get("scales", SCALES))
         check(bool(scales) and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-                                   and x > 0 for x in scales),
-              "robustness.scales", scales, "a non-empty list of finite numbers > 0")
+                                   and x > 0 for x in scales) and len({float(x) for x in scales}) == len(scales),
+              "robustness.scales", scales, "a non-empty list of distinct finite numbers > 0")
         seeds = list(r.get("seeds", self.seeds))
         check(bool(seeds) and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
               and len(set(seeds)) == len(seeds), "robustness.seeds", seeds, "a non-empty list of distinct integers")
@@ -329,7 +329,7 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
 
 def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: dict, runner, train_cfg,
                       evaluation: dict, *, device: str, progress: bool) -> dict:
-    """Stages 1-6 of :func:`reproduce` (the runs go through ``runner``)."""
+    """Stages 1-7 of :func:`reproduce` (the runs go through ``runner``)."""
     from vaebias.manipulation import (
         ManipulationConfig,
         export_variants,
@@ -420,12 +420,12 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
 
     failed(runner.run(table_tasks, on_result=said_run), "table runs")
 
-    # 7. Fig. 5's line search (Sec. 5.3), when the profile asks for it
+    # 6. Fig. 5's line search (Sec. 5.3), when the profile asks for it
     fig5 = None
     if prof.robustness is not None:
         fig5 = _robustness_stage(out, dataset, prof, data, variant_spec, runner, task, failed, train_cfg)
 
-    # 6. report
+    # 7. report
     report = write_report(out)
     if fig5 is not None:
         report["robustness"] = fig5
