@@ -279,6 +279,10 @@ def test_cli_option_errors_name_the_flag(tmp_path, capsys):
     assert main(["reproduce", "--dataset", "blobs", "--profile", "demo", "--out", str(tmp_path / "r"),
                  "--profile-option", "seeds"]) == 2
     assert "--profile-option 'seeds': expected KEY=VALUE" in capsys.readouterr().err
+    for flag, item in [("--profile-option", "robustness={seeds: [0, 1]"), ("--dataset-option", "sigma=[3")]:
+        assert main(["reproduce", "--dataset", "blobs", "--profile", "demo", "--out", str(tmp_path / "r"),
+                     flag, item]) == 2
+        assert f"{flag} {item!r}: the value is not valid YAML" in capsys.readouterr().err
     assert not (tmp_path / "m").exists() and not (tmp_path / "r").exists()
 
 
@@ -292,14 +296,21 @@ def test_reproduce_runs_the_fig5_line_search_when_the_profile_asks(tmp_path, cap
     from vaebias.io import read_json, read_yaml
 
     prof = tmp_path / "p.yaml"
-    prof.write_text(yaml.safe_dump(dict(TINY, models=["ae", "beta_vae"], seeds=[0],
-                                        model_params={"beta_vae": {"beta": 4.0}},
-                                        robustness={"scales": [0.5, 1], "seeds": [0, 1]})))
+    base = dict(TINY, models=["ae", "beta_vae"], seeds=[0], model_params={"beta_vae": {"beta": 4.0}})
+    prof.write_text(yaml.safe_dump(base))
     out = tmp_path / "out"
     args = ["reproduce", "--dataset", "blobs", "--profile", str(prof), "--out", str(out), "--device", "cpu",
             "--no-progress", "--dataset-option", "num_positions=4"]
+    assert main(args) == 0 and not (out / "robustness.json").exists()
+    table_run = out / "runs" / "modified" / "beta_vae_seed0" / "metrics.json"
+    table_stamp = table_run.stat().st_mtime_ns
+    # the same folder takes Fig. 5 later: only the plan may change, and the table is not retrained
+    prof.write_text(yaml.safe_dump(dict(base, robustness={"scales": [0.5, 1], "seeds": [0, 1]})))
+    capsys.readouterr()
     assert main(args) == 0
     printed = capsys.readouterr().out
+    assert table_run.stat().st_mtime_ns == table_stamp and "= 8 runs, 2 of them the table's" in printed
+    assert read_yaml(out / "profile.yaml")["profile"]["robustness"] == {"scales": [0.5, 1], "seeds": [0, 1]}
     res = read_json(out / "robustness.json")
     assert res["plan"] == {"models": ["beta_vae"], "scales": [0.5, 1.0], "seeds": [0, 1],
                            "variants": ["original", "modified"]}

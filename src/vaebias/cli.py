@@ -34,7 +34,11 @@ def _params(items: list[str] | None, flag: str = "--param") -> dict:
         if "=" not in item:
             raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
-        out[k] = yaml.safe_load(v)
+        try:
+            out[k] = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            where = f" ({e.problem})" if getattr(e, "problem", None) else ""
+            raise ConfigError(f"{flag} {item!r}: the value is not valid YAML{where}") from None
     return out
 
 

@@ -79,7 +79,9 @@ class Profile:
             (factors of each model's value in this profile; default 1/4, 1/2, 1, 2, 4),
             ``seeds`` (restarts per value; default the profile's seeds) and ``variants``
             (default original and modified); ``{}`` takes every default. Scale-1 runs of
-            the table's models and seeds are the table's own runs (not retrained).
+            the table's models and seeds are the table's own runs (not retrained). A
+            results folder written without it (or with another plan) takes it on a rerun:
+            the plan is the one field a folder's profile may change.
     """
 
     name: str
@@ -216,7 +218,13 @@ def _same_spec(old: dict, new: dict) -> bool:
     """Whether a results folder's ``profile.yaml`` describes this reproduction: compared
     after filling in the Profile fields added since it was written."""
     old = with_defaults(old, "profile", Profile)
-    return old is not None and old == new
+    if old is None:
+        return False
+
+    def core(spec: dict) -> dict:  # Fig. 5's plan may change: it adds runs, it changes none
+        return {**spec, "profile": {k: v for k, v in spec["profile"].items() if k != "robustness"}}
+
+    return core(old) == core(new)
 
 
 def _check_models_fit(prof: Profile, data) -> None:
@@ -303,9 +311,12 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
         spec["dataset_options"] = options
     spec_path = out / "profile.yaml"
     if spec_path.exists():
-        if not _same_spec(read_yaml(spec_path), spec):
+        old = read_yaml(spec_path)
+        if not _same_spec(old, spec):
             raise RunError(f"{str(out)!r} holds results of a different profile or dataset "
                            f"(see {spec_path}); use a new --out folder")
+        if (old.get("profile") or {}).get("robustness") != spec["profile"]["robustness"]:
+            write_yaml(spec_path, spec)  # the same experiment with another Fig. 5 plan: record the new one
     else:
         write_yaml(spec_path, spec)
 
@@ -420,15 +431,13 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
 
     failed(runner.run(table_tasks, on_result=said_run), "table runs")
 
-    # 6. Fig. 5's line search (Sec. 5.3), when the profile asks for it
-    fig5 = None
-    if prof.robustness is not None:
-        fig5 = _robustness_stage(out, dataset, prof, data, variant_spec, runner, task, failed, train_cfg)
-
-    # 7. report
+    # 6. report: the table and Fig. 4 (written before Fig. 5's runs, so they are there early)
     report = write_report(out)
-    if fig5 is not None:
-        report["robustness"] = fig5
+
+    # 7. Fig. 5's line search (Sec. 5.3), when the profile asks for it
+    if prof.robustness is not None:
+        report["robustness"] = _robustness_stage(out, dataset, prof, data, variant_spec, runner, task, failed,
+                                                 train_cfg)
     return report
 
 
@@ -464,9 +473,10 @@ def _robustness_stage(out: Path, dataset: str, prof: Profile, data, variant_spec
                                     train=train_cfg(prof.steps_of(model), seed))
                     tasks.append(task(rd, cfg, variant=variant, model=model, seed=seed, hyperparameter=hp,
                                       value=value))
+    reused = sum(t["id"].startswith("runs/") for t in tasks)
     _say(f"Fig. 5 line search: {len(plan['models'])} model(s) x {len(plan['scales'])} values x "
-         f"{len(plan['seeds'])} seeds x {len(plan['variants'])} variants = {len(tasks)} runs "
-         f"(the table's runs among them are reused)")
+         f"{len(plan['seeds'])} seeds x {len(plan['variants'])} variants = {len(tasks)} runs, "
+         f"{reused} of them the table's")
 
     def said(spec, res):
         if res["status"] != "failed":

@@ -179,8 +179,8 @@ def draw_robustness(rows: list[dict]):
             line = ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=dataset_label(dataset))
             colour = line[0].get_color()
             for r, y in zip(pts, ys):
-                if np.isnan(y):
-                    ax.plot([r["value"]], [0.0], marker="x", color=colour, markersize=8, clip_on=False)
+                if np.isnan(y):  # side by side, one per dataset, so that none hides another
+                    ax.plot([r["value"] * 1.07 ** k], [0.0], marker="x", color=colour, markersize=8, clip_on=False)
                 if r["discarded"]:
                     ax.annotate(f"-{r['discarded']}", (r["value"], 0.0 if np.isnan(y) else y), fontsize=7,
                                 color=colour, textcoords="offset points", xytext=(4, 4 + 9 * k))
