@@ -238,7 +238,8 @@ def _check_models_fit(prof: Profile, data) -> None:
     from vaebias.models import build_model
     from vaebias.training import _defaults_key
 
-    for m in ("beta_vae", *prof.models):
+    extra = prof.robustness_plan()["models"] if prof.robustness is not None else []
+    for m in dict.fromkeys(("beta_vae", *prof.models, *extra)):
         try:
             build_model(m, data.observation_shape, data.num_factors, dict(prof.model_params.get(m, {})),
                         dataset=_defaults_key(data), dataset_size=len(data))
