@@ -29,7 +29,7 @@ from pathlib import Path
 
 from vaebias.config import TrainConfig, check, from_dict, to_dict, with_defaults
 from vaebias.errors import ConfigError, RunError
-from vaebias.io import ensure_writable_dir, read_json, read_yaml, write_json, write_yaml
+from vaebias.io import atomic_path, ensure_writable_dir, read_json, read_yaml, write_json, write_yaml
 
 __all__ = ["Profile", "load_profile", "profiles", "reproduce", "EPSILON", "VARIANTS"]
 
@@ -499,8 +499,6 @@ def _robustness_stage(out: Path, dataset: str, prof: Profile, data, variant_spec
     write_json(json_path, {"dataset": dataset, "plan": plan, "rows": rows, "runs": per_run})
     table = robustness_table(rows)
     md_path = out / "robustness.md"
-    from vaebias.io import atomic_path
-
     with atomic_path(md_path) as tmp:
         tmp.write_text(f"Fig. 5 (Sec. 5.3) on **{dataset}**, profile {prof.name!r}: MIG over the primary "
                        f"hyperparameter, mean ± std over the kept runs; runs with fewer active units than "
