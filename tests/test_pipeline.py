@@ -199,3 +199,59 @@ def test_fig4_difference_panel_shows_rgb_changes_around_mid_grey():
     assert show[1, 1, 2] == np.float32(0.75) and show[1, 0, 0] == 0.5  # half of eps; no change = mid-grey
     gray, kw = difference_panel(d[:1], eps)
     assert gray.shape == (2, 2) and kw["vmin"] == -eps and kw["vmax"] == eps
+
+
+def test_reproduce_without_export_computes_the_variants_on_the_fly(tmp_path, tiny_profile, capsys):
+    """Profile ``export: false``: no dataset files; the table's modified and noise runs read
+    x + eps*m(w) and the noise control from m_psi, equal to the exported files up to their
+    1/255 rounding; the drops with their statistics are in every table file."""
+    from vaebias.manipulation import export_variants
+    from vaebias.statistics import difference
+
+    out = tmp_path / "res"
+    rc = main(["reproduce", "--dataset", "toy", "--profile", str(tiny_profile), "--out", str(out),
+               "--device", "cpu", "--no-progress", "--profile-option", "export=false",
+               "--profile-option", "workers=2"])
+    assert rc == 0
+    assert "computed on the fly" in capsys.readouterr().out
+    assert not (out / "datasets").exists()
+    assert (out / "fig4_toy.png").exists()
+    cfg = yaml.safe_load((out / "runs" / "modified" / "ae_seed0" / "config.yaml").read_text())
+    assert cfg["dataset"] == {"name": "toy", "variant": "modified", "manipulation": str(out / "manipulation")}
+    assert cfg["dataset_info"]["name"] == "toy_modified"
+    # the on-the-fly images are the export's before its rounding to 1/255
+    files = export_variants(load_dataset("toy"), out / "manipulation", tmp_path / "files", device="cpu",
+                            progress=False)
+    idx = np.arange(len(load_dataset("toy")))
+    for kind in ("modified", "noise"):
+        live = load_dataset("toy", variant=kind, manipulation=str(out / "manipulation")).images(index=idx)
+        stored = load_dataset(str(files[kind])).images(index=idx)
+        assert float((live - stored).abs().max()) <= 1 / 255 + 1e-6, kind
+        assert float((live - load_dataset("toy").images(index=idx)).abs().max()) <= 0.1 + 1e-6
+    # drops: recomputed from the runs' metrics.json files
+    table = json.loads((out / "table.json").read_text())
+
+    def migs(variant, model):
+        return [json.loads((out / "runs" / variant / f"{model}_seed{s}" / "metrics.json").read_text())["mig"]["mig"]
+                for s in (0, 1)]
+
+    drops = {(d["model"], d["variant"]): d for d in table["drops"]}
+    assert set(drops) == {(m, v) for m in ("ae", "beta_vae") for v in ("modified", "noise")}
+    want = difference(migs("original", "beta_vae"), migs("modified", "beta_vae"))
+    got = drops[("beta_vae", "modified")]
+    assert got["diff_vs_original"] == pytest.approx(np.mean(migs("modified", "beta_vae"))
+                                                    - np.mean(migs("original", "beta_vae")))
+    assert (got["ci_low"], got["ci_high"], got["p_value"]) == pytest.approx(
+        (want["ci_low"], want["ci_high"], want["p_value"]))
+    cells = {(s["model"], s["variant"]): s for s in table["summary"]}
+    assert cells[("ae", "original")]["p_value"] is None
+    assert cells[("beta_vae", "modified")]["p_value"] == pytest.approx(want["p_value"])
+    csv_text = (out / "table.csv").read_text()
+    assert csv_text.splitlines()[0].endswith("diff_vs_original,ci_low,ci_high,p_value")
+    assert "mod. − orig." in (out / "table.md").read_text()
+    # bad values of the new profile fields are refused before anything is written
+    for bad in ("export=maybe", "workers=0"):
+        rc = main(["reproduce", "--dataset", "toy", "--profile", str(tiny_profile), "--out", str(tmp_path / "bad"),
+                   "--device", "cpu", "--no-progress", "--profile-option", bad])
+        assert rc == 2, bad
+        assert not (tmp_path / "bad").exists()

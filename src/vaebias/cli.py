@@ -75,9 +75,9 @@ def _finite_float(text: str) -> float:
 def _launcher_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--launcher", choices=["local", "ray"], default="local",
                    help="local: this machine; ray: one Ray task per run")
-    p.add_argument("--workers", type=_positive_int, default=1,
+    p.add_argument("--workers", type=_positive_int, default=None,
                    help="local launcher: runs in parallel, each in its own process with cores/N torch threads "
-                        "(default 1: in this process)")
+                        "(default: the profile's 'workers' for reproduce, else 1: in this process)")
     p.add_argument("--address", default=None,
                    help="ray launcher: cluster address host:port or 'auto' (default: $RAY_ADDRESS, "
                         "else a new local cluster)")
@@ -263,7 +263,7 @@ def _run(args) -> int:
     elif args.command == "sweep":
         from vaebias.sweep import sweep
 
-        res = sweep(args.grid, args.out, launcher=args.launcher, workers=args.workers, address=args.address,
+        res = sweep(args.grid, args.out, launcher=args.launcher, workers=args.workers or 1, address=args.address,
                     progress=not args.no_progress, dry_run=args.dry_run)
         if res["failed"]:
             print(f"vaebias: {len(res['failed'])} of {res['total']} runs failed:", file=sys.stderr)

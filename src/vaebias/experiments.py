@@ -82,6 +82,13 @@ class Profile:
             the table's models and seeds are the table's own runs (not retrained). A
             results folder written without it (or with another plan) takes it on a rerun:
             the plan is the one field a folder's profile may change.
+        export: write the modified and noise datasets as files under ``datasets/`` (True,
+            default) or compute them on the fly from the trained m_ψ (False; no 2 x 5.9 GB
+            of Shapes3D files; the images differ from the files' only by the files'
+            rounding to 1/255 steps).
+        workers: local worker processes of the reference and table runs when the caller
+            does not choose (None: 1, in the calling process); each gets cores / workers
+            torch threads. Not part of a results folder's identity.
     """
 
     name: str
@@ -103,6 +110,8 @@ class Profile:
     entangled_reference: str = "restart"
     manipulation: dict = dataclasses.field(default_factory=dict)
     robustness: dict | None = None
+    export: bool = True
+    workers: int | None = None
 
     def __post_init__(self):
         from vaebias.models import get_model_class
@@ -119,6 +128,9 @@ class Profile:
             check(m in self.models, f"model_steps.{m}", steps, f"a model of this profile ({', '.join(self.models)})")
             check(isinstance(steps, int) and steps > 0, f"model_steps.{m}", steps, "an integer > 0")
         check(self.lr > 0, "lr", self.lr, "a number > 0")
+        check(isinstance(self.export, bool), "export", self.export, "true or false")
+        check(self.workers is None or (isinstance(self.workers, int) and not isinstance(self.workers, bool)
+                                       and self.workers >= 1), "workers", self.workers, "an integer >= 1 or null")
         check(self.entangled_reference in ENTANGLED_REFERENCES, "entangled_reference", self.entangled_reference,
               " or ".join(repr(e) for e in ENTANGLED_REFERENCES))
         fixed = {"steps", "batch_size", "seed", "device", "checkpoint_every", "log_every", "lr"}
@@ -221,8 +233,9 @@ def _same_spec(old: dict, new: dict) -> bool:
     if old is None:
         return False
 
-    def core(spec: dict) -> dict:  # Fig. 5's plan may change: it adds runs, it changes none
-        return {**spec, "profile": {k: v for k, v in spec["profile"].items() if k != "robustness"}}
+    def core(spec: dict) -> dict:  # Fig. 5's plan may change: it adds runs, it changes none; so may
+        # the number of worker processes
+        return {**spec, "profile": {k: v for k, v in spec["profile"].items() if k not in ("robustness", "workers")}}
 
     return core(old) == core(new)
 
@@ -254,7 +267,7 @@ def _say(msg: str) -> None:
 
 def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: str | os.PathLike = "results",
               *, device: str = "auto", data_dir: str | None = None, progress: bool = True,
-              launcher: str = "local", workers: int = 1, address: str | None = None,
+              launcher: str = "local", workers: int | None = None, address: str | None = None,
               dataset_options: dict | None = None) -> dict:
     """Run every stage of the paper's experiment for one dataset (see module docstring).
 
@@ -270,7 +283,7 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
             run's config.
         launcher, workers, address: how the reference and table runs are executed
             (:class:`vaebias.sweep.Runner`): ``"local"`` with 1 worker runs them in this
-            process in order; N workers in N processes; ``"ray"`` one Ray task per run
+            process in order (``workers=None``: the profile's ``workers``, else 1); N workers in N processes; ``"ray"`` one Ray task per run
             (1 CPU, and 1 GPU when ``device`` is CUDA) on the cluster at ``address``.
             Same directories and numbers either way.
 
@@ -289,6 +302,7 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     # one runner for the reference and the table runs: a worker pool or a Ray connection
     # is started once, on first use (validates launcher, workers and Ray's presence now)
+    workers = workers if workers is not None else (prof.workers or 1)
     runner = Runner(launcher, workers=workers, address=address, progress=progress, fail_fast=True,
                     resources={"num_cpus": 1, "num_gpus": 1 if str(device).startswith("cuda") else 0})
     out = ensure_writable_dir(out)
@@ -407,13 +421,18 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
                        train_cfg(prof.manipulation_steps, 0), progress=progress)
     _say("manipulation trained")
 
-    # 4. export the modified and noise datasets
-    paths = export_variants(data, man_dir, out / "datasets", device=device, progress=progress)
-    _say(f"datasets written: {paths['modified'].name}, {paths['noise'].name}")
+    # 4. the modified and noise datasets: exported, or computed on the fly from m_ψ
+    if prof.export:
+        paths = export_variants(data, man_dir, out / "datasets", device=device, progress=progress)
+        _say(f"datasets written: {paths['modified'].name}, {paths['noise'].name}")
+        variant_spec = {"original": data_spec, "modified": {"name": str(paths["modified"])},
+                        "noise": {"name": str(paths["noise"])}}
+    else:
+        variant_spec = {"original": data_spec, **{v: {**data_spec, "variant": v, "manipulation": str(man_dir)}
+                                                  for v in ("modified", "noise")}}
+        _say("modified and noise data computed on the fly from m_psi (profile export: false)")
 
     # 5. the table's runs
-    variant_spec = {"original": data_spec, "modified": {"name": str(paths["modified"])},
-                    "noise": {"name": str(paths["noise"])}}
     table_tasks = []
     for variant in VARIANTS:
         for model in prof.models:

@@ -29,7 +29,7 @@ from torch import nn
 from vaebias.config import TrainConfig, check, from_dict, to_dict
 from vaebias.data.base import GroundTruthData
 from vaebias.data.variants import NOISE_DISTRIBUTIONS, Modified, Noisy, export_dataset
-from vaebias.errors import RunError
+from vaebias.errors import ConfigError, RunError
 from vaebias.io import ensure_writable_dir, read_yaml, write_yaml
 from vaebias.models.base import reparameterize
 from vaebias.models.networks import ConvDecoder
@@ -51,6 +51,7 @@ __all__ = [
     "train_manipulation",
     "load_field",
     "export_variants",
+    "variant_dataset",
     "variant_paths",
 ]
 
@@ -392,6 +393,37 @@ def variant_paths(out_dir, base_name: str, epsilon: float, noise_seed: int,
         "modified": out_dir / f"{base_name}_modified_eps{epsilon:g}.h5",
         "noise": out_dir / f"{base_name}_{kind}_eps{epsilon:g}_seed{noise_seed}.h5",
     }
+
+
+def variant_dataset(base: GroundTruthData, kind: str, manipulation_dir, device="cpu") -> GroundTruthData:
+    """The modified dataset x + ε·m_ψ(w) (``kind="modified"``) or its noise control
+    (``"noise"``: x + U[−ε, ε] fixed per image, or the sign control) of a trained m_ψ,
+    computed on the fly from ``base``'s images (paper Sec. 4.5, 5.2) with ε, clipping
+    and the noise seed of the manipulation's config.
+
+    The images equal those of :func:`export_variants` before the export's rounding to
+    1/255 steps (|difference| ≤ 1/255), without the file (5.9 GB per variant for
+    Shapes3D). What ``load_dataset(name, variant=..., manipulation=...)`` returns.
+
+    Raises:
+        RunError: no finished manipulation run in ``manipulation_dir``.
+        ConfigError: an unknown ``kind``, or a base whose factor grid is not the one m_ψ
+            was trained on.
+    """
+    if kind not in ("modified", "noise"):
+        raise ConfigError(f"variant = {kind!r}: expected 'modified' or 'noise'")
+    field, cfg = load_field(manipulation_dir, device)
+    info = read_yaml(Path(manipulation_dir) / "config.yaml")["dataset_info"]
+    if list(info["factor_sizes"]) != list(base.factor_sizes) or \
+            list(info["observation_shape"]) != list(base.observation_shape):
+        raise ConfigError(f"the m_psi in {str(manipulation_dir)!r} was trained on {info['name']!r} (factor sizes "
+                          f"{info['factor_sizes']}, images {info['observation_shape']}), not on {base.name!r} "
+                          f"({list(base.factor_sizes)}, {list(base.observation_shape)})")
+    if kind == "modified":
+        field = field.to(memory_format=torch.channels_last)  # faster transposed convs on CPU
+        return Modified(base, field, cfg.epsilon, clip=cfg.clip, name=f"{base.name}_modified")
+    return Noisy(base, cfg.epsilon, seed=cfg.noise_seed, clip=cfg.clip, name=f"{base.name}_noise",
+                 distribution=cfg.noise)
 
 
 def export_variants(base: GroundTruthData, manipulation_dir, out_dir, *, device="auto",

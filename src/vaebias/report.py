@@ -16,8 +16,10 @@ import numpy as np
 
 from vaebias.errors import RunError
 from vaebias.io import atomic_path, read_json, read_yaml, write_json
+from vaebias.statistics import difference
 
-__all__ = ["collect_runs", "difference_panel", "summarise", "write_report", "figure_manipulation", "MODEL_LABELS"]
+__all__ = ["collect_runs", "difference_panel", "drops", "summarise", "write_report", "figure_manipulation",
+           "MODEL_LABELS"]
 
 #: row labels of Table 1
 MODEL_LABELS = {
@@ -68,6 +70,58 @@ def summarise(rows: list[dict]) -> list[dict]:
             "mig_mean": float(v.mean()), "mig_std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
         })
     return out
+
+
+#: the columns of a drop (:func:`drops`) in table.csv and table.json
+DROP_KEYS = ("diff_vs_original", "ci_low", "ci_high", "p_value")
+
+
+def drops(rows: list[dict], *, level: float = 0.95, seed: int = 0) -> list[dict]:
+    """The change of mean MIG from the original data to each other variant, per model:
+    mean(variant) − mean(original) over seeds, its percentile bootstrap interval and the
+    two-sided permutation p-value (:func:`vaebias.statistics.difference`; the cells are
+    independent samples of seeds).
+
+    Args:
+        rows: :func:`collect_runs` records (``model``, ``variant``, ``mig``).
+
+    Returns:
+        one dict per (model, variant other than original) that has both cells:
+        ``model``, ``variant``, ``n_original``, ``n``, ``diff_vs_original``, ``ci_low``,
+        ``ci_high`` (MIG units), ``p_value``.
+    """
+    cells: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        cells.setdefault((r["model"], r["variant"]), []).append(r["mig"])
+    out = []
+    for (model, variant), vals in cells.items():
+        base = cells.get((model, "original"))
+        if variant == "original" or not base:
+            continue
+        d = difference(base, vals, level=level, seed=seed)
+        out.append({"model": model, "variant": variant, "n_original": d["n_a"], "n": d["n_b"],
+                    "diff_vs_original": d["diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
+                    "p_value": d["p_value"]})
+    return out
+
+
+def _drops_markdown(drop_rows: list[dict], dataset: str) -> str:
+    if not drop_rows:
+        return ""
+    models, variants = _order({d["model"] for d in drop_rows}, {d["variant"] for d in drop_rows})
+    cell = {(d["model"], d["variant"]): d for d in drop_rows}
+    lines = [f"\nChange of mean MIG from the original data ({dataset}): mean(variant) − mean(original), "
+             "[95 % percentile bootstrap interval], two-sided permutation p-value over seeds.\n",
+             "| model | " + " | ".join(f"{VARIANT_LABELS.get(v, v)} − orig." for v in variants) + " |",
+             "|---|" + "---|" * len(variants)]
+    for m in models:
+        vals = []
+        for v in variants:
+            d = cell.get((m, v))
+            vals.append("–" if d is None else
+                        f"{d['diff_vs_original']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}], p = {d['p_value']:.3f}")
+        lines.append(f"| {MODEL_LABELS.get(m, m)} | " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _order(models, variants):
@@ -198,13 +252,18 @@ def write_report(out: str | os.PathLike) -> dict:
     if not rows:
         raise RunError(f"{str(out)!r} holds no evaluated runs yet (runs/*/*/metrics.json)")
     summary = summarise(rows)
+    drop_rows = drops(rows)
+    by_cell = {(d["model"], d["variant"]): d for d in drop_rows}
+    for s in summary:  # the drop of each non-original cell beside its mean (None for original)
+        d = by_cell.get((s["model"], s["variant"]), {})
+        s.update({k: d.get(k) for k in DROP_KEYS})
     dataset, profile = spec["dataset"], spec["profile"]
-    md = _markdown(summary, dataset, profile)
+    md = _markdown(summary, dataset, profile) + _drops_markdown(drop_rows, dataset)
     paths = {"table_md": out / "table.md", "table_csv": out / "table.csv", "table_json": out / "table.json"}
     with atomic_path(paths["table_md"]) as tmp:
         tmp.write_text(md)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["model", "variant", "n", "mig_mean", "mig_std"])
+    w = csv.DictWriter(buf, fieldnames=["model", "variant", "n", "mig_mean", "mig_std", *DROP_KEYS])
     w.writeheader()
     w.writerows(summary)
     with atomic_path(paths["table_csv"]) as tmp:
@@ -212,16 +271,20 @@ def write_report(out: str | os.PathLike) -> dict:
     selection = out / "manipulation" / "selection.json"
     write_json(paths["table_json"], {
         "dataset": dataset, "profile": profile, "reduced_protocol": bool(profile.get("reduced", True)),
-        "summary": summary, "runs": rows,
+        "summary": summary, "drops": drop_rows, "runs": rows,
         "references": read_json(selection) if selection.exists() else None,
     })
     result = {k: str(v) for k, v in paths.items()}
     modified = sorted((out / "datasets").glob("*_modified_*.h5"))
+    base_spec = {"name": dataset, **spec.get("dataset_options", {})}
+    if spec.get("data_dir"):
+        base_spec["data_dir"] = spec["data_dir"]
+    altered = None
     if modified:
         altered = load_dataset(str(modified[0]))
-        base_spec = {"name": dataset, **spec.get("dataset_options", {})}
-        if spec.get("data_dir"):
-            base_spec["data_dir"] = spec["data_dir"]
+    elif (out / "manipulation" / "checkpoint.pt").exists():  # profile export: false
+        altered = load_dataset(**base_spec, variant="modified", manipulation=str(out / "manipulation"))
+    if altered is not None:
         base = load_dataset(**base_spec)
         fig = figure_manipulation(base, altered, out / f"fig4_{dataset}.png", epsilon=altered.epsilon,
                                   title=f"{dataset}: x' = x + ε·m(w), ε = {altered.epsilon:g}")

@@ -7,6 +7,9 @@
   (``describe()["source"]`` says which).
 - a path to a file: a vaebias dataset file (exported modified/noise data), a real
   dSprites npz/HDF5 file or a real Shapes3D ``3dshapes.h5``, recognised by its contents.
+- any of these with ``variant="modified"`` or ``"noise"`` and ``manipulation=<the folder
+  of a trained m_ψ>``: the paper's altered dataset or its noise control computed on the
+  fly from the base images (no exported file needed).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ __all__ = [
 ]
 
 _NAMES = ("dsprites", "shapes3d", "toy", "blobs")
+#: the on-the-fly variants of ``load_dataset(..., variant=...)``
+VARIANT_KINDS = ("modified", "noise")
 
 
 def available() -> list[str]:
@@ -93,7 +98,10 @@ def load_dataset(name: str | os.PathLike, *, path: str | os.PathLike | None = No
         data_dir: folder searched for the real file (default ``$VAEBIAS_DATA_DIR``).
         kwargs: ``in_memory`` for vaebias files (:class:`ExportedDataset`) and the real
             Shapes3D file (:class:`~vaebias.data.shapes3d.Shapes3DFile`, also
-            ``check_labels``); options of the toy and blobs datasets.
+            ``check_labels``); options of the toy and blobs datasets; ``variant``
+            ("modified" or "noise") with ``manipulation`` (a trained m_ψ's folder): that
+            variant of the dataset computed on the fly
+            (:func:`vaebias.manipulation.variant_dataset`).
 
     Returns:
         a :class:`GroundTruthData`.
@@ -104,6 +112,17 @@ def load_dataset(name: str | os.PathLike, *, path: str | os.PathLike | None = No
     """
     from vaebias.errors import ConfigError
 
+    variant, manipulation = kwargs.pop("variant", None), kwargs.pop("manipulation", None)
+    if variant is not None or manipulation is not None:
+        if variant not in VARIANT_KINDS:
+            raise ConfigError(f"variant = {variant!r}: expected one of {', '.join(map(repr, VARIANT_KINDS))} "
+                              f"(with manipulation = the folder of a trained m_psi)")
+        if manipulation is None:
+            raise ConfigError(f"variant = {variant!r} needs manipulation = the folder of a trained m_psi")
+        base = load_dataset(name, path=path, data_dir=data_dir, **kwargs)
+        from vaebias.manipulation import variant_dataset
+
+        return variant_dataset(base, variant, manipulation)
     name_str = os.fspath(name)
     if name_str == "dsprites":
         from vaebias.data.dsprites import load_dsprites

@@ -87,6 +87,10 @@ class Modified(_Derived):
 
     def perturbation(self, factors: np.ndarray, device) -> torch.Tensor:
         """ε·m(w): float32 (n, C, H, W), bounded by ε in absolute value."""
+        if isinstance(self.field, torch.nn.Module):  # a network follows the images' device
+            param = next(self.field.parameters(), None)
+            if param is not None and param.device != torch.device(device or "cpu"):
+                self.field.to(device or "cpu")
         with torch.no_grad():
             m = self.field(torch.as_tensor(factors, device=device))
         return self.epsilon * m.clamp(-1.0, 1.0).float()

@@ -11,6 +11,7 @@ import dataclasses
 
 import torch
 
+from vaebias.config import check
 from vaebias.models import register
 from vaebias.models.base import Model, bernoulli_reconstruction
 from vaebias.models.networks import ConvDecoder, ConvEncoder, image_size_of
@@ -25,14 +26,20 @@ class AE(Model):
 
     @dataclasses.dataclass
     class Config:
-        """No hyperparameters beyond the training config."""
+        """width: channel/unit multiplier of the conv encoder and decoder (> 0; 1 is the
+        standard disentanglement_lib network, smaller is cheaper)."""
+
+        width: float = 1.0
+
+        def __post_init__(self):
+            check(self.width > 0, "width", self.width, "a number > 0")
 
     def __init__(self, observation_shape, num_factors, config=None):
         super().__init__(observation_shape, num_factors, config)
         c = self.observation_shape[0]
         size = image_size_of(self.observation_shape)
-        self.encoder = ConvEncoder(c, num_factors, num_heads=1, image_size=size)
-        self.decoder = ConvDecoder(num_factors, c, image_size=size)
+        self.encoder = ConvEncoder(c, num_factors, num_heads=1, width=self.config.width, image_size=size)
+        self.decoder = ConvDecoder(num_factors, c, width=self.config.width, image_size=size)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Codes float32 (n, num_factors) of images float32 (n, C, 64, 64)."""

@@ -194,8 +194,9 @@ class GaussianVAE(Model):
         super().__init__(observation_shape, num_factors, config)
         c = self.observation_shape[0]
         size = image_size_of(self.observation_shape)
-        self.encoder = ConvEncoder(c, num_factors, num_heads=2, image_size=size)
-        self.decoder = ConvDecoder(num_factors, c, image_size=size)
+        width = getattr(self.config, "width", 1.0)
+        self.encoder = ConvEncoder(c, num_factors, num_heads=2, width=width, image_size=size)
+        self.decoder = ConvDecoder(num_factors, c, width=width, image_size=size)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Posterior mean float32 (n, d) of images float32 (n, C, 64, 64)."""

@@ -98,8 +98,12 @@ class BetaTCVAE(GaussianVAE):
 
         beta: float = 6.0
         dataset_size: int | None = None
+        #: channel/unit multiplier of the conv encoder and decoder (1: the standard
+        #: disentanglement_lib network; smaller is cheaper, e.g. the laptop profile's 0.5)
+        width: float = 1.0
 
         def __post_init__(self):
+            check(self.width > 0, "width", self.width, "a number > 0")
             check(self.beta > 0, "beta", self.beta, "a number > 0")
             check(self.dataset_size is None or self.dataset_size > 0, "dataset_size",
                   self.dataset_size, "an integer > 0 (the number of training images)")

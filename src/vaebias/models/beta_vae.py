@@ -35,8 +35,12 @@ class BetaVAE(GaussianVAE):
         """beta: weight of the KL term (> 0); 1 is the VAE."""
 
         beta: float = 1.0
+        #: channel/unit multiplier of the conv encoder and decoder (1: the standard
+        #: disentanglement_lib network; smaller is cheaper, e.g. the laptop profile's 0.5)
+        width: float = 1.0
 
         def __post_init__(self):
+            check(self.width > 0, "width", self.width, "a number > 0")
             check(self.beta > 0, "beta", self.beta, "a number > 0")
 
     #: dSprites and Shapes3D: the paper's values; blobs (the demo dataset): 8, from short CPU

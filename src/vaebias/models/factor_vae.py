@@ -138,8 +138,12 @@ class FactorVAE(GaussianVAE):
         discriminator_lr: float = 1e-4
         # a list, not a tuple: configs are written to YAML with yaml.safe_dump
         discriminator_betas: list[float] = dataclasses.field(default_factory=lambda: [0.5, 0.9])
+        #: channel/unit multiplier of the conv encoder and decoder (1: the standard
+        #: disentanglement_lib network; smaller is cheaper, e.g. the laptop profile's 0.5)
+        width: float = 1.0
 
         def __post_init__(self):
+            check(self.width > 0, "width", self.width, "a number > 0")
             check(self.gamma >= 0, "gamma", self.gamma, "a number >= 0")
             check(self.discriminator_lr > 0, "discriminator_lr", self.discriminator_lr, "a number > 0")
             check(

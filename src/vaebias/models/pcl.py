@@ -79,8 +79,12 @@ class PCL(Model):
         """rate_data: rate of the pair sampler (> 0; step scale log(size)/rate)."""
 
         rate_data: float = 1.0
+        #: channel/unit multiplier of the conv encoder and decoder (1: the standard
+        #: disentanglement_lib network; smaller is cheaper, e.g. the laptop profile's 0.5)
+        width: float = 1.0
 
         def __post_init__(self):
+            check(self.width > 0, "width", self.width, "a number > 0")
             check(self.rate_data > 0, "rate_data", self.rate_data, "a number > 0")
 
     DEFAULTS = {"dsprites": {"rate_data": 1.0}, "shapes3d": {"rate_data": 1.0}}
@@ -89,7 +93,8 @@ class PCL(Model):
         super().__init__(observation_shape, num_factors, config)
         c = self.observation_shape[0]
         d = self.num_factors
-        self.encoder = ConvEncoder(c, d, num_heads=1, image_size=image_size_of(self.observation_shape))
+        self.encoder = ConvEncoder(c, d, num_heads=1, width=self.config.width,
+                                   image_size=image_size_of(self.observation_shape))
         self.a = nn.Parameter(torch.ones(d))
         self.b = nn.Parameter(-torch.ones(d))
         self.c = nn.Parameter(torch.zeros(d))

@@ -105,8 +105,12 @@ class SlowVAE(GaussianVAE):
         gamma: float = 10.0
         rate_prior: float = 6.0
         rate_data: float = 1.0
+        #: channel/unit multiplier of the conv encoder and decoder (1: the standard
+        #: disentanglement_lib network; smaller is cheaper, e.g. the laptop profile's 0.5)
+        width: float = 1.0
 
         def __post_init__(self):
+            check(self.width > 0, "width", self.width, "a number > 0")
             check(self.beta >= 0, "beta", self.beta, "a number >= 0")
             check(self.gamma >= 0, "gamma", self.gamma, "a number >= 0")
             check(self.rate_prior > 0, "rate_prior", self.rate_prior, "a number > 0")
