@@ -255,3 +255,42 @@ def test_reproduce_without_export_computes_the_variants_on_the_fly(tmp_path, tin
                    "--device", "cpu", "--no-progress", "--profile-option", bad])
         assert rc == 2, bad
         assert not (tmp_path / "bad").exists()
+
+
+def test_manipulation_health_is_reported_and_flags_a_constant_field(tmp_path, tiny_profile, capsys):
+    """health.json, manipulation.md (every restart's MIG, the two picked) and the m_psi and
+    per-seed figures; a field whose last layer is zeroed to a constant bias b gives
+    m = tanh(b) everywhere: std over w 0, mean |m| tanh(b), nothing saturated, a warning."""
+    import shutil
+
+    import torch
+
+    from vaebias.manipulation import field_health
+
+    out = tmp_path / "res"
+    assert main(["reproduce", "--dataset", "toy", "--profile", str(tiny_profile), "--out", str(out),
+                 "--device", "cpu", "--no-progress", "--profile-option", "export=false"]) == 0
+    health = json.loads((out / "manipulation" / "health.json").read_text())
+    assert set(health) >= {"std_over_w", "saturated_share", "mean_abs_m", "gap_start", "gap_end", "gap_opened",
+                           "warnings"}
+    sel = json.loads((out / "manipulation" / "selection.json").read_text())
+    md = (out / "manipulation.md").read_text()
+    for run, score in sel["scores"].items():
+        assert f"| {os.path.basename(run)} | {score:.3f} |" in md
+    assert "| entangled |" in md and "| disentangled |" in md
+    for png in ("mpsi_health_toy.png", "seeds_toy.png"):
+        assert (out / png).stat().st_size > 1000, png
+
+    bad = tmp_path / "constant_field"
+    shutil.copytree(out / "manipulation", bad)
+    state = torch.load(bad / "checkpoint.pt", weights_only=False)
+    weights = [k for k in state["model"] if k.startswith("field.net.") and k.endswith(".weight")]
+    last = max(weights, key=lambda k: [int(t) for t in k.split(".") if t.isdigit()])  # the output layer
+    state["model"][last].zero_()
+    state["model"][last[:-len("weight")] + "bias"].fill_(0.3)
+    torch.save(state, bad / "checkpoint.pt")
+    h = field_health(load_dataset("toy"), bad, points=300)
+    assert h["std_over_w"] == pytest.approx(0.0, abs=1e-6)
+    assert h["mean_abs_m"] == pytest.approx(float(np.tanh(0.3)), rel=1e-5)
+    assert h["saturated_share"] == 0.0
+    assert any("hardly depends on the factors" in w for w in h["warnings"])

@@ -359,6 +359,7 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
     from vaebias.manipulation import (
         ManipulationConfig,
         export_variants,
+        field_health,
         select_references,
         train_manipulation,
     )
@@ -419,7 +420,12 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
     mcfg = ManipulationConfig(**{"epsilon": EPSILON[dataset], **prof.manipulation, "field_width": prof.field_width})
     train_manipulation(data, sel["entangled"], sel["disentangled"], man_dir, mcfg,
                        train_cfg(prof.manipulation_steps, 0), progress=progress)
-    _say("manipulation trained")
+    health = field_health(data, man_dir, device=device)
+    write_json(man_dir / "health.json", health)
+    _say(f"manipulation trained: m_psi std over w {health['std_over_w']:.3f}, saturated "
+         f"{health['saturated_share']:.1%}, gap L_dis - L_ent {health['gap_start']:.3g} -> {health['gap_end']:.3g}")
+    for w in health["warnings"]:
+        _say(f"WARNING: {w}")
 
     # 4. the modified and noise datasets: exported, or computed on the fly from m_ψ
     if prof.export:

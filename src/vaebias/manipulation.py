@@ -53,7 +53,13 @@ __all__ = [
     "export_variants",
     "variant_dataset",
     "variant_paths",
+    "field_health",
+    "HEALTH_LIMITS",
 ]
+
+#: thresholds of :func:`field_health`'s warnings: m_ψ's standard deviation over factor
+#: values (mean over pixels) below which the field counts as not depending on w
+HEALTH_LIMITS = {"std_over_w": 0.05}
 
 
 @dataclasses.dataclass
@@ -393,6 +399,62 @@ def variant_paths(out_dir, base_name: str, epsilon: float, noise_seed: int,
         "modified": out_dir / f"{base_name}_modified_eps{epsilon:g}.h5",
         "noise": out_dir / f"{base_name}_{kind}_eps{epsilon:g}_seed{noise_seed}.h5",
     }
+
+
+def field_health(data: GroundTruthData, manipulation_dir, *, points: int = 2000, seed: int = 0,
+                 device="cpu") -> dict:
+    """How well a trained m_ψ did its job (paper Sec. 4.5; the checks the paper leaves to
+    the reader).
+
+    - ``std_over_w``: the standard deviation of m_ψ(w) over ``points`` uniform factor
+      values, per pixel, averaged over pixels. Near 0: m_ψ is one fixed texture, the same
+      for every image, which cannot hide the factors' local structure (seen with the
+      clipped objective on blobs and on the quick Shapes3D run).
+    - ``saturated_share``: share of values with |m| > 0.99 (tanh saturated: the change is
+      ±ε there). ``mean_abs_m``: mean |m|.
+    - ``gap_start``, ``gap_end``: L_dis − L_ent (what ψ maximises) in the first logged
+      row and averaged over the last fifth of ``train_log.csv``; the gap *opens* when it
+      grows (``gap_opened``: gap_end > gap_start).
+    - ``warnings``: one line per failed check (a field that does not depend on w, a gap
+      that never opens).
+
+    Returns:
+        the dict above (floats, a bool and a list of strings).
+
+    Raises:
+        RunError: no finished manipulation run in ``manipulation_dir``.
+    """
+    d = Path(manipulation_dir)
+    field, _ = load_field(d, device)
+    f = data.sample_factors(points, np.random.default_rng(seed))
+    with torch.no_grad():
+        m = torch.cat([field(torch.as_tensor(f[i:i + 500], device=field._scale.device)).float().cpu()
+                       for i in range(0, points, 500)])
+    out = {"points": int(points), "std_over_w": float(m.std(0).mean()),
+           "saturated_share": float((m.abs() > 0.99).float().mean()), "mean_abs_m": float(m.abs().mean())}
+    rows = []
+    log = d / "train_log.csv"
+    if log.exists():
+        import csv
+
+        with open(log, newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if r.get("l_ent") and r.get("l_dis")]
+    if rows:
+        gaps = [float(r["l_dis"]) - float(r["l_ent"]) for r in rows]
+        tail = gaps[-max(1, len(gaps) // 5):]
+        out.update(gap_start=gaps[0], gap_end=float(np.mean(tail)), gap_opened=bool(np.mean(tail) > gaps[0]))
+    else:
+        out.update(gap_start=None, gap_end=None, gap_opened=None)
+    warnings = []
+    if out["std_over_w"] < HEALTH_LIMITS["std_over_w"]:
+        warnings.append(f"m_psi hardly depends on the factors (std over w {out['std_over_w']:.3f} < "
+                        f"{HEALTH_LIMITS['std_over_w']}): the modified data is one fixed texture added to every "
+                        f"image, not the paper's manipulation")
+    if out["gap_opened"] is False:
+        warnings.append(f"the gap L_dis - L_ent never opened ({out['gap_start']:.3g} at the start, "
+                        f"{out['gap_end']:.3g} at the end): m_psi did not make the entangled decoder's job easier")
+    out["warnings"] = warnings
+    return out
 
 
 def variant_dataset(base: GroundTruthData, kind: str, manipulation_dir, device="cpu") -> GroundTruthData:

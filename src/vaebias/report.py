@@ -19,7 +19,7 @@ from vaebias.io import atomic_path, read_json, read_yaml, write_json
 from vaebias.statistics import difference
 
 __all__ = ["collect_runs", "difference_panel", "drops", "summarise", "write_report", "figure_manipulation",
-           "MODEL_LABELS"]
+           "figure_manipulation_health", "figure_seeds", "MODEL_LABELS"]
 
 #: row labels of Table 1
 MODEL_LABELS = {
@@ -124,6 +124,84 @@ def _drops_markdown(drop_rows: list[dict], dataset: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _manipulation_markdown(selection: dict | None, health: dict | None) -> str:
+    """The reference selection (every restart's MIG, the two picked) and m_ψ's health."""
+    lines = ["# The manipulation\n"]
+    if selection:
+        lines.append("Reference selection (Sec. 4.4): MIG of every β-VAE restart; the entangled reference is "
+                     + ("the best restart with its latent space rotated" if selection.get("entangled_reference")
+                        == "rotated" else "the lowest") + ", the disentangled one the highest.\n")
+        lines += ["| restart | MIG | picked as |", "|---|---|---|"]
+        for run, mig_value in sorted(selection["scores"].items(), key=lambda kv: kv[1]):
+            role = ("entangled" if run == selection["entangled"] else
+                    "disentangled" if run == selection["disentangled"] else "")
+            lines.append(f"| {Path(run).name} | {mig_value:.3f} | {role} |")
+        lines.append("")
+    if health:
+        for w in health.get("warnings", []):
+            lines.append(f'<p style="color:#b00000"><b>Warning:</b> {w}</p>\n')
+        gap = ("" if health.get("gap_start") is None else
+               f"; the gap L_dis − L_ent went from {health['gap_start']:.4g} to {health['gap_end']:.4g} "
+               f"({'opened' if health['gap_opened'] else 'did not open'})")
+        lines.append(f"m_ψ over {health['points']} factor values: std over w {health['std_over_w']:.3f} "
+                     f"(mean over pixels), mean |m| {health['mean_abs_m']:.3f}, saturated (|m| > 0.99) "
+                     f"{health['saturated_share']:.1%}{gap}.\n")
+    return "\n".join(lines)
+
+
+def figure_manipulation_health(log_csv: str | os.PathLike, out_png: str | os.PathLike, *, title: str = "") -> Path:
+    """m_ψ's training curves from its ``train_log.csv``: L_ent and L_dis (left) and the
+    gap L_dis − L_ent that ψ maximises (right), per logged step."""
+    import matplotlib.pyplot as plt
+
+    with open(log_csv, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("l_ent") and r.get("l_dis")]
+    step = [int(r["step"]) for r in rows]
+    l_ent = np.array([float(r["l_ent"]) for r in rows])
+    l_dis = np.array([float(r["l_dis"]) for r in rows])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3))
+    a.plot(step, l_ent, label="L_ent (entangled decoder)")
+    a.plot(step, l_dis, label="L_dis (disentangled decoder)")
+    a.set_xlabel("m_ψ step")
+    a.set_ylabel("reconstruction loss of x'")
+    a.legend(fontsize=8)
+    b.plot(step, l_dis - l_ent, color="k")
+    b.axhline(0, color="grey", lw=0.5)
+    b.set_xlabel("m_ψ step")
+    b.set_ylabel("gap L_dis − L_ent")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, out_png, dpi=100)
+
+
+def figure_seeds(rows: list[dict], out_png: str | os.PathLike, *, title: str = "") -> Path:
+    """Every run's MIG as one point, per model (x) and variant (colour, side by side),
+    with each cell's mean as a bar: the per-seed view behind Table 1's mean ± std."""
+    import matplotlib.pyplot as plt
+
+    models, variants = _order({r["model"] for r in rows}, {r["variant"] for r in rows})
+    fig, ax = plt.subplots(figsize=(1.3 * len(models) + 1.5, 3.4))
+    width = 0.8 / max(1, len(variants))
+    colours = {"original": "tab:blue", "modified": "tab:red", "noise": "tab:grey"}
+    for j, v in enumerate(variants):
+        for i, m in enumerate(models):
+            vals = [r["mig"] for r in rows if r["model"] == m and r["variant"] == v]
+            if not vals:
+                continue
+            x = i - 0.4 + width * (j + 0.5)
+            jitter = np.linspace(-0.25, 0.25, len(vals)) * width if len(vals) > 1 else np.zeros(1)
+            ax.scatter(x + jitter, vals, s=14, color=colours.get(v), label=v if i == 0 else None, zorder=3)
+            ax.hlines(np.mean(vals), x - width * 0.4, x + width * 0.4, color=colours.get(v), lw=2)
+    ax.set_xticks(range(len(models)))
+    ax.set_xticklabels([MODEL_LABELS.get(m, m) for m in models], fontsize=8)
+    ax.set_ylabel("MIG (one point per seed)")
+    ax.set_ylim(0, max(0.5, max(r["mig"] for r in rows) * 1.1))
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return save_figure(fig, out_png, dpi=100)
+
+
 def _order(models, variants):
     known = list(MODEL_LABELS)
     models = sorted(models, key=lambda m: (known.index(m) if m in known else len(known), m))
@@ -191,9 +269,6 @@ def figure_manipulation(base, altered, out_png, *, epsilon: float, num: int = 4,
         out_png: file to write (atomically).
         epsilon: colour range of the middle column (±ε; see :func:`difference_panel`).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rng = np.random.default_rng(seed)
@@ -275,6 +350,18 @@ def write_report(out: str | os.PathLike) -> dict:
         "references": read_json(selection) if selection.exists() else None,
     })
     result = {k: str(v) for k, v in paths.items()}
+    result["seeds_figure"] = str(figure_seeds(rows, out / f"seeds_{dataset}.png",
+                                              title=f"Table 1 on {dataset}, every run"))
+    man = out / "manipulation"
+    health = read_json(man / "health.json") if (man / "health.json").exists() else None
+    if selection.exists() or health:
+        md_path = out / "manipulation.md"
+        with atomic_path(md_path) as tmp:
+            tmp.write_text(_manipulation_markdown(read_json(selection) if selection.exists() else None, health))
+        result["manipulation_md"] = str(md_path)
+    if (man / "train_log.csv").exists():
+        result["health_figure"] = str(figure_manipulation_health(
+            man / "train_log.csv", out / f"mpsi_health_{dataset}.png", title=f"m_ψ on {dataset}"))
     modified = sorted((out / "datasets").glob("*_modified_*.h5"))
     base_spec = {"name": dataset, **spec.get("dataset_options", {})}
     if spec.get("data_dir"):
