@@ -126,6 +126,7 @@ def main() -> None:
                       "dataset": args.dataset, "milestones": milestones, "model_params": params,
                       "fast": args.fast, "lr": args.lr, "batch_size": args.batch_size}
             fit(model, data, run, cfg, record, progress=False, callback=at_step)
+    milestones = all_milestones
     rows = []
     for model_name in args.models:
         for seed in args.seeds:
@@ -141,7 +142,6 @@ def main() -> None:
         w.writeheader()
         w.writerows(rows)
     lines = ["| steps | " + " | ".join(args.models) + " |", "|---|" + "---|" * len(args.models)]
-    milestones = all_milestones
     for step in milestones:
         cells = []
         for m in args.models:

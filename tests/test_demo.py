@@ -324,7 +324,7 @@ def test_reproduce_runs_the_fig5_line_search_when_the_profile_asks(tmp_path, cap
     point = next(r for r in res["runs"] if r["id"] == "runs/original/beta_vae_seed0")
     assert point["mig"] == table and point["model_params"] == {"beta": 4.0}
     assert read_yaml(out / "robustness" / "original" / "beta_vae_beta2_seed1" / "config.yaml")[
-        "model_params"] == {"beta": 2.0}
+        "model_params"] == {"beta": 2.0, "width": 1.0}
     rows = {(r["dataset"], r["value"]): r for r in res["rows"]}
     assert set(rows) == {(v, x) for v in ("original", "modified") for x in (2.0, 4.0)}
     assert all(r["runs"] == 2 and r["runs"] == r["kept"] + r["discarded"] for r in rows.values())

@@ -422,8 +422,10 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
                        train_cfg(prof.manipulation_steps, 0), progress=progress)
     health = field_health(data, man_dir, device=device)
     write_json(man_dir / "health.json", health)
+    gap = ("" if health["gap_start"] is None else
+           f", gap L_dis - L_ent {health['gap_start']:.3g} -> {health['gap_end']:.3g}")
     _say(f"manipulation trained: m_psi std over w {health['std_over_w']:.3f}, saturated "
-         f"{health['saturated_share']:.1%}, gap L_dis - L_ent {health['gap_start']:.3g} -> {health['gap_end']:.3g}")
+         f"{health['saturated_share']:.1%}{gap}")
     for w in health["warnings"]:
         _say(f"WARNING: {w}")
 

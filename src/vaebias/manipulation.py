@@ -414,7 +414,7 @@ def field_health(data: GroundTruthData, manipulation_dir, *, points: int = 2000,
       ±ε there). ``mean_abs_m``: mean |m|.
     - ``gap_start``, ``gap_end``: L_dis − L_ent (what ψ maximises) in the first logged
       row and averaged over the last fifth of ``train_log.csv``; the gap *opens* when it
-      grows (``gap_opened``: gap_end > gap_start).
+      grows (``gap_opened``: gap_end > gap_start; None with fewer than two logged rows).
     - ``warnings``: one line per failed check (a field that does not depend on w, a gap
       that never opens).
 
@@ -439,7 +439,7 @@ def field_health(data: GroundTruthData, manipulation_dir, *, points: int = 2000,
 
         with open(log, newline="") as fh:
             rows = [r for r in csv.DictReader(fh) if r.get("l_ent") and r.get("l_dis")]
-    if rows:
+    if len(rows) >= 2:  # one logged row says nothing about a trend
         gaps = [float(r["l_dis"]) - float(r["l_ent"]) for r in rows]
         tail = gaps[-max(1, len(gaps) // 5):]
         out.update(gap_start=gaps[0], gap_end=float(np.mean(tail)), gap_opened=bool(np.mean(tail) > gaps[0]))

@@ -88,20 +88,27 @@ def drops(rows: list[dict], *, level: float = 0.95, seed: int = 0) -> list[dict]
     Returns:
         one dict per (model, variant other than original) that has both cells:
         ``model``, ``variant``, ``n_original``, ``n``, ``diff_vs_original``, ``ci_low``,
-        ``ci_high`` (MIG units), ``p_value``.
+        ``ci_high`` (MIG units), ``p_value``, and ``above_ae``: whether the model's original
+        MIG is clearly above the AE's (the bootstrap interval of original − AE's original
+        lies above 0; None without AE runs, or for the AE). A model that is not does not
+        disentangle at this scale, and its drops say nothing about the paper's effect.
     """
     cells: dict[tuple[str, str], list[float]] = {}
     for r in rows:
         cells.setdefault((r["model"], r["variant"]), []).append(r["mig"])
+    ae = cells.get(("ae", "original"))
     out = []
     for (model, variant), vals in cells.items():
         base = cells.get((model, "original"))
         if variant == "original" or not base:
             continue
         d = difference(base, vals, level=level, seed=seed)
+        above = None
+        if ae and model != "ae":  # does the model disentangle beyond the plain AE at all?
+            above = difference(ae, base, level=level, seed=seed)["ci_low"] > 0
         out.append({"model": model, "variant": variant, "n_original": d["n_a"], "n": d["n_b"],
                     "diff_vs_original": d["diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
-                    "p_value": d["p_value"]})
+                    "p_value": d["p_value"], "above_ae": above})
     return out
 
 
@@ -111,16 +118,21 @@ def _drops_markdown(drop_rows: list[dict], dataset: str) -> str:
     models, variants = _order({d["model"] for d in drop_rows}, {d["variant"] for d in drop_rows})
     cell = {(d["model"], d["variant"]): d for d in drop_rows}
     lines = [f"\nChange of mean MIG from the original data ({dataset}): mean(variant) − mean(original), "
-             "[95 % percentile bootstrap interval], two-sided permutation p-value over seeds.\n",
-             "| model | " + " | ".join(f"{VARIANT_LABELS.get(v, v)} − orig." for v in variants) + " |",
-             "|---|" + "---|" * len(variants)]
+             "[95 % percentile bootstrap interval], two-sided permutation p-value over seeds. "
+             "A model whose original MIG is not clearly above the AE's (the interval of the "
+             "difference includes 0) does not disentangle at this scale: its changes say nothing "
+             "about the paper's effect.\n",
+             "| model | " + " | ".join(f"{VARIANT_LABELS.get(v, v)} − orig." for v in variants) + " | |",
+             "|---|" + "---|" * (len(variants) + 1)]
     for m in models:
         vals = []
         for v in variants:
             d = cell.get((m, v))
             vals.append("–" if d is None else
                         f"{d['diff_vs_original']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}], p = {d['p_value']:.3f}")
-        lines.append(f"| {MODEL_LABELS.get(m, m)} | " + " | ".join(vals) + " |")
+        above = next((d["above_ae"] for d in drop_rows if d["model"] == m), None)
+        note = "does not disentangle at this scale" if above is False else ""
+        lines.append(f"| {MODEL_LABELS.get(m, m)} | " + " | ".join(vals) + f" | {note} |")
     return "\n".join(lines) + "\n"
 
 
