@@ -278,8 +278,20 @@ def test_manipulation_health_is_reported_and_flags_a_constant_field(tmp_path, ti
     for run, score in sel["scores"].items():
         assert f"| {os.path.basename(run)} | {score:.3f} |" in md
     assert "| entangled |" in md and "| disentangled |" in md
-    for png in ("mpsi_health_toy.png", "seeds_toy.png"):
+    for png in ("mpsi_health_toy.png", "seeds_toy.png", "loss_curves_toy.png", "fig4_toy.png",
+                "traversal_entangled_reference.png", "traversal_disentangled_reference.png"):
         assert (out / png).stat().st_size > 1000, png
+    # per-factor MIG gaps: the mean over seeds of each run's metrics.json gaps
+    gaps = [json.loads((out / "runs" / "original" / f"beta_vae_seed{s}" / "metrics.json").read_text())["mig"]["gaps"]
+            for s in (0, 1)]
+    row = "| β-VAE | orig. | " + " | ".join(f"{(a + b) / 2:.2f}" for a, b in zip(*gaps)) + " |"
+    assert row in (out / "factor_gaps.md").read_text()
+    # the HTML page says when table runs are missing
+    from vaebias.html_report import write_html_report
+
+    (out / "runs" / "noise" / "ae_seed1" / "metrics.json").unlink()
+    page = write_html_report(out).read_text()
+    assert "1 of the profile's 12 table runs are missing" in page and "runs/noise/ae_seed1" in page
 
     bad = tmp_path / "constant_field"
     shutil.copytree(out / "manipulation", bad)

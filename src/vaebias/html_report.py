@@ -87,8 +87,17 @@ def write_html_report(out: str | os.PathLike, *, title: str | None = None) -> Pa
         body.append(f"<h2>Profile <code>{e(str(prof.get('name', '?')))}</code> on "
                     f"<code>{e(str(spec.get('dataset', '?')))}</code></h2>")
         if prof.get("reduced", False):
-            body.append("<p class='warn'>A REDUCED protocol: the numbers show that the pipeline runs; they "
-                        "are not comparable to the paper's Table 1.</p>")
+            body.append("<p class='warn'>A REDUCED protocol (fewer steps, seeds or smaller networks than the "
+                        "paper's): compare its numbers with the paper's Table 1 only as the profile's page "
+                        "says.</p>")
+        expected = [f"runs/{v}/{m}_seed{s}" for v in ("original", "modified", "noise")
+                    for m in prof.get("models", []) for s in prof.get("seeds", [])]
+        missing = [r for r in expected if not (out / r / "metrics.json").exists()]
+        if missing:
+            body.append(f"<p class='warn'>{len(missing)} of the profile's {len(expected)} table runs are missing "
+                        f"(not finished or not evaluated), e.g. <code>{e(missing[0])}</code>: the table "
+                        f"averages fewer seeds. Rerun the same <code>vaebias reproduce</code> command to "
+                        f"finish them.</p>")
         body.append(f"<details><summary>profile settings</summary><pre>{e(json.dumps(spec, indent=1))}"
                     f"</pre></details>")
     if (out / "sweep.yaml").exists():

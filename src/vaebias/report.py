@@ -19,7 +19,7 @@ from vaebias.io import atomic_path, read_json, read_yaml, write_json
 from vaebias.statistics import difference
 
 __all__ = ["collect_runs", "difference_panel", "drops", "summarise", "write_report", "figure_manipulation",
-           "figure_manipulation_health", "figure_seeds", "MODEL_LABELS"]
+           "figure_manipulation_health", "figure_seeds", "figure_loss_curves", "MODEL_LABELS"]
 
 #: row labels of Table 1
 MODEL_LABELS = {
@@ -39,7 +39,8 @@ VARIANT_LABELS = {"original": "orig.", "modified": "mod.", "noise": "noise"}
 
 def collect_runs(out: str | os.PathLike) -> list[dict]:
     """One record per evaluated run under ``out/runs/<variant>/<model>_seed<s>/``:
-    variant, model, seed, mig, active_units (None for deterministic models)."""
+    variant, model, seed, steps, mig, gaps (MIG's per-factor gaps), factor_names,
+    active_units (None for deterministic models), run_dir."""
     rows = []
     for mpath in sorted(Path(out).glob("runs/*/*/metrics.json")):
         m = read_json(mpath)
@@ -51,6 +52,8 @@ def collect_runs(out: str | os.PathLike) -> list[dict]:
             "seed": cfg["train"]["seed"],
             "steps": cfg["train"]["steps"],
             "mig": m["mig"]["mig"],
+            "gaps": m["mig"].get("gaps"),
+            "factor_names": (cfg.get("dataset_info") or {}).get("factor_names"),
             "active_units": au,
             "run_dir": str(mpath.parent),
         })
@@ -214,6 +217,72 @@ def figure_seeds(rows: list[dict], out_png: str | os.PathLike, *, title: str = "
     return save_figure(fig, out_png, dpi=100)
 
 
+def _gaps_markdown(rows: list[dict]) -> str:
+    """Mean of MIG's per-factor gap (mutual-information gap / factor entropy) per model and
+    variant: which factors a model disentangles, and which the manipulation hides."""
+    rows = [r for r in rows if r.get("gaps") and r.get("factor_names")]
+    if not rows:
+        return ""
+    names = rows[0]["factor_names"]
+    models, variants = _order({r["model"] for r in rows}, {r["variant"] for r in rows})
+    lines = ["# MIG per factor\n",
+             "Each factor's gap (the mutual information of its best latent minus that of its second best, "
+             "over the factor's entropy), mean over seeds; MIG is their mean.\n",
+             "| model | data | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for m in models:
+        for v in variants:
+            g = [r["gaps"] for r in rows if r["model"] == m and r["variant"] == v]
+            if g:
+                mean = np.nanmean(np.asarray(g, dtype=np.float64), axis=0)
+                lines.append(f"| {MODEL_LABELS.get(m, m)} | {VARIANT_LABELS.get(v, v)} | "
+                             + " | ".join(f"{x:.2f}" for x in mean) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _log_curve(run_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(steps, loss) of a run's ``train_log.csv``, or None without one."""
+    path = Path(run_dir) / "train_log.csv"
+    if not path.exists():
+        return None
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "loss" not in rows[0]:
+        return None
+    return (np.array([int(r["step"]) for r in rows]), np.array([float(r["loss"]) for r in rows]))
+
+
+def figure_loss_curves(rows: list[dict], out_png: str | os.PathLike, *, title: str = "") -> Path:
+    """Each run group's training loss (``train_log.csv``'s ``loss``, mean over seeds per
+    logged step), one panel per model, one line per variant."""
+    import matplotlib.pyplot as plt
+
+    models, variants = _order({r["model"] for r in rows}, {r["variant"] for r in rows})
+    cols = min(4, len(models))
+    nrows = -(-len(models) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.5 * nrows), squeeze=False)
+    colours = {"original": "tab:blue", "modified": "tab:red", "noise": "tab:grey"}
+    for k, m in enumerate(models):
+        ax = axes[k // cols, k % cols]
+        for v in variants:
+            curves = [c for c in (_log_curve(r["run_dir"]) for r in rows if r["model"] == m and r["variant"] == v)
+                      if c is not None]
+            if not curves:
+                continue
+            n = min(len(c[0]) for c in curves)
+            ax.plot(curves[0][0][:n], np.mean([c[1][:n] for c in curves], axis=0), ".-", color=colours.get(v),
+                    label=f"{v} ({len(curves)})")
+        ax.set_title(MODEL_LABELS.get(m, m), fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel("training loss", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    for k in range(len(models), nrows * cols):
+        axes[k // cols, k % cols].axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save_figure(fig, out_png, dpi=90)
+
+
 def _order(models, variants):
     known = list(MODEL_LABELS)
     models = sorted(models, key=lambda m: (known.index(m) if m in known else len(known), m))
@@ -304,6 +373,9 @@ def figure_manipulation(base, altered, out_png, *, epsilon: float, num: int = 4,
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(["original x", middle, "altered x'"][j], fontsize=9)
+            if j == 0:  # the row's factors (class indices), so a row can be named
+                ax.set_ylabel("\n".join(f"{n} {int(c)}" for n, c in zip(base.factor_names, f[i])),
+                              fontsize=6, rotation=0, ha="right", va="center")
     title = (title + "\n" if title else "") + f"max |x' − x| over these images: {np.abs(d).max():.3f}"
     fig.suptitle(title, fontsize=10)
     return save_figure(fig, out_png, dpi=100)
@@ -323,8 +395,10 @@ def save_figure(fig, out_png: str | os.PathLike, *, dpi: int = 110) -> Path:
 
 
 def write_report(out: str | os.PathLike) -> dict:
-    """Write ``table.md``, ``table.csv``, ``table.json`` and ``fig4_<dataset>.png`` in a
-    reproduce folder ``out``.
+    """Write ``table.md``, ``table.csv``, ``table.json`` (with the drops and their
+    statistics), ``manipulation.md`` (references, m_ψ's health), ``factor_gaps.md`` and the
+    figures (``fig4_<dataset>.png``, ``seeds_<dataset>.png``, ``loss_curves_<dataset>.png``,
+    ``mpsi_health_<dataset>.png``, the two references' traversals) in a reproduce folder ``out``.
 
     Raises:
         RunError: ``out`` is not a reproduce folder or holds no evaluated runs.
@@ -364,6 +438,13 @@ def write_report(out: str | os.PathLike) -> dict:
     result = {k: str(v) for k, v in paths.items()}
     result["seeds_figure"] = str(figure_seeds(rows, out / f"seeds_{dataset}.png",
                                               title=f"Table 1 on {dataset}, every run"))
+    result["loss_figure"] = str(figure_loss_curves(rows, out / f"loss_curves_{dataset}.png",
+                                                   title=f"training loss per run group ({dataset})"))
+    gaps_md = _gaps_markdown(rows)
+    if gaps_md:
+        with atomic_path(out / "factor_gaps.md") as tmp:
+            tmp.write_text(gaps_md)
+        result["factor_gaps_md"] = str(out / "factor_gaps.md")
     man = out / "manipulation"
     health = read_json(man / "health.json") if (man / "health.json").exists() else None
     if selection.exists() or health:
@@ -383,8 +464,18 @@ def write_report(out: str | os.PathLike) -> dict:
         altered = load_dataset(str(modified[0]))
     elif (out / "manipulation" / "checkpoint.pt").exists():  # profile export: false
         altered = load_dataset(**base_spec, variant="modified", manipulation=str(out / "manipulation"))
+    base = load_dataset(**base_spec)
+    if selection.exists():  # what the two references' latents do
+        from vaebias.traversal import write_traversal
+
+        sel = read_json(selection)
+        for role in ("entangled", "disentangled"):
+            try:
+                result[f"traversal_{role}"] = write_traversal(sel[role], out / f"traversal_{role}_reference.png",
+                                                              data=base)["png"]
+            except RunError:  # a reference folder moved or deleted: the table stands without it
+                pass
     if altered is not None:
-        base = load_dataset(**base_spec)
         fig = figure_manipulation(base, altered, out / f"fig4_{dataset}.png", epsilon=altered.epsilon,
                                   title=f"{dataset}: x' = x + ε·m(w), ε = {altered.epsilon:g}")
         result["figure"] = str(fig)

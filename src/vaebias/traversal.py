@@ -115,9 +115,6 @@ def write_traversal(run_dir: str | os.PathLike, out_png: str | os.PathLike, *, g
     Raises:
         RunError: not a finished run, or a model without a decoder.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from PIL import Image
 
