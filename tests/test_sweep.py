@@ -619,3 +619,45 @@ def test_reproduce_on_ray_matches_sequential(ray_cluster, sequential_reproduce, 
     assert json.loads((tmp_path / "res" / "table.json").read_text())["summary"] == expected
     for rd in _reproduced_runs(tmp_path / "res"):
         assert len(_finished_lines(rd)) == 1 and _finished_lines(rd)[0]["pid"] != os.getpid()
+
+
+def _children(pid):
+    """Pids whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_workers_die_with_a_killed_driver(tmp_path):
+    """kill -9 of a sweep driver with 2 workers: the workers stop within seconds instead of
+    training on unattended (seen: a killed `reproduce` left both workers training)."""
+    grid = _write(tmp_path / "g.yaml", _grid(train=dict(TRAIN, steps=200_000, checkpoint_every=1000)))
+    log = tmp_path / "driver.log"
+    proc = _start_driver([str(grid), "--out", str(tmp_path / "out"), "--workers", "2"], log)
+    try:
+        workers = _wait_for(lambda: [c for c in _children(proc.pid)
+                                     if b"multiprocessing" in Path(f"/proc/{c}/cmdline").read_bytes()
+                                     and "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+                            if len(_run_dirs(tmp_path / "out")) >= 2 else None,
+                            120, "two workers training", proc, log)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        _wait_for(lambda: not any(_alive(w) for w in workers), 20, "the workers to exit after the driver's death")
+    finally:
+        if proc.poll() is None:
+            proc.kill()

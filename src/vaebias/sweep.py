@@ -668,9 +668,30 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _init_worker(threads: int) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: have the kernel send this worker SIGTERM when the process that started it
+    dies (``prctl(PR_SET_PDEATHSIG)``), so that killing ``vaebias reproduce`` or ``sweep``
+    (Ctrl-C, kill, kill -9) never leaves workers training on; their runs resume from
+    their last atomic checkpoint on the rerun. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _init_worker(threads: int, parent_pid: int | None = None) -> None:
     import torch
 
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
 
@@ -799,7 +820,7 @@ class Runner:
             threads = max(1, _cores() // self.workers)
             self._pool = ProcessPoolExecutor(max_workers=self.workers,
                                              mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(threads,))
+                                             initializer=_init_worker, initargs=(threads, os.getpid()))
         bar = _bar(len(specs), self.progress, f"runs ({self.workers} workers)")
         try:
             futures = {self._pool.submit(_pool_task, spec): spec for spec in specs}
