@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tests.conftest import tiny_train
+from vaebias.data import load_dataset
 from vaebias.errors import ConfigError, RunError
 from vaebias.training import RunConfig, is_finished, load_run, train
 
@@ -43,7 +44,77 @@ def test_resume_equals_uninterrupted(tmp_path, toy, model):
     assert steps == [2, 4, 6, 8, 10, 12]
 
 
-def test_keyboard_interrupt_checkpoints_current_step(tmp_path, toy):
+FAMILIES = ["ae", "beta_vae", "factor_vae", "beta_tc_vae", "slow_vae", "pcl", "weak_gan"]
+
+
+def _family_cfg(model):
+    params = {"beta_vae": {"beta": 4.0}, "weak_gan": {"disc_width": 0.25, "enc_width": 0.25,
+                                                      "gen_width": 0.25}}.get(model, {})
+    return {"model": model, "dataset": {"name": "toy", "num_positions": 8}, "model_params": params,
+            "train": tiny_train(steps=9, checkpoint_every=4, log_every=3)}
+
+
+def _losses(run_dir):
+    """train_log.csv without its timing columns."""
+    with open(run_dir / "train_log.csv") as fh:
+        return [{k: v for k, v in r.items() if k not in ("images_per_s", "elapsed_s")} for r in csv.DictReader(fh)]
+
+
+@pytest.mark.parametrize("where", ["data", "step"])
+@pytest.mark.parametrize("model", FAMILIES)
+def test_ctrl_c_inside_a_step_resumes_bit_identical(tmp_path, model, where, monkeypatch):
+    """A real SIGINT during step 6 -- while its batch is drawn, or inside the model's
+    training step (forward, backward, optimiser) -- lets step 6 finish, checkpoints
+    there and raises KeyboardInterrupt; the resumed run ends with the uninterrupted run's
+    weights bit for bit and the same loss log."""
+    import os
+    import signal
+
+    from vaebias.data.match_pairs import MatchPairSampler
+    from vaebias.data.pairs import LaplaceTransitionSampler
+    from vaebias.data.samplers import UniformSampler
+    from vaebias.models import get_model_class
+
+    data = load_dataset("toy", num_positions=8)
+    full = train(_family_cfg(model), tmp_path / "full", data=data, progress=False)
+    calls = {"n": 0}
+
+    def poke():
+        calls["n"] += 1
+        if calls["n"] == 6:  # the 6th step (a fresh run: call n is step n)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    if where == "data":
+        for cls in (UniformSampler, LaplaceTransitionSampler, MatchPairSampler):
+            original = cls.sample
+
+            def sample(self, *a, _original=original, **kw):
+                poke()
+                return _original(self, *a, **kw)
+
+            monkeypatch.setattr(cls, "sample", sample)
+    else:
+        cls = get_model_class(model)
+        original_step = cls.training_step
+
+        def training_step(self, batch, optimizers):
+            poke()
+            return original_step(self, batch, optimizers)
+
+        monkeypatch.setattr(cls, "training_step", training_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(_family_cfg(model), tmp_path / "cut", data=data, progress=False)
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["step"] == 6
+    monkeypatch.undo()
+    resumed = train(_family_cfg(model), tmp_path / "cut", data=data, progress=False)
+    assert _same_weights(full, resumed)
+    assert _losses(tmp_path / "cut") == _losses(tmp_path / "full")
+
+
+def test_an_interrupt_raised_inside_a_step_keeps_the_last_checkpoint(tmp_path, toy):
+    """A KeyboardInterrupt raised at once (a second Ctrl-C, or one outside the main
+    thread) is not a step boundary: the run keeps its last periodic checkpoint and
+    resumes from there to the same weights."""
     full = train(_cfg(), tmp_path / "full", data=toy, progress=False)
 
     def interrupt(step, terms):
@@ -53,7 +124,7 @@ def test_keyboard_interrupt_checkpoints_current_step(tmp_path, toy):
     with pytest.raises(KeyboardInterrupt):
         train(_cfg(), tmp_path / "cut", data=toy, progress=False, callback=interrupt)
     state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
-    assert state["step"] == 7
+    assert state["step"] == 5
     resumed = train(_cfg(), tmp_path / "cut", data=toy, progress=False)
     assert _same_weights(full, resumed)
 
@@ -80,7 +151,7 @@ def test_run_directory_contents_and_load(tmp_path, toy):
     for name in ("config.yaml", "checkpoint.pt", "train_log.csv", "versions.json"):
         assert (tmp_path / "r" / name).exists(), name
     loaded, record = load_run(tmp_path / "r")
-    assert record["model"] == "beta_vae" and record["model_params"] == {"beta": 4.0}
+    assert record["model"] == "beta_vae" and record["model_params"] == {"beta": 4.0, "width": 1.0}
     assert _same_weights(model, loaded)
     assert not list((tmp_path / "r").glob(".*tmp"))  # no temporary files left
 

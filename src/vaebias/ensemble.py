@@ -35,6 +35,7 @@ runs wins depends on the device; ``benchmarks/ensemble.py`` measures it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import time
@@ -56,6 +57,7 @@ from vaebias.training import (
     _read_log,
     _write_log,
     build_run,
+    interrupt_at_step_boundary,
     is_finished,
     load_run,
     log_row,
@@ -214,6 +216,7 @@ def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str |
             m["gen"].set_state(state[key].to("cpu"))
             m["step"] = int(state["step"])
             m["rows"] = [r for r in rows if int(r["step"]) <= m["step"]]
+            m["log_acc"] = state.get("log_acc") or {"sums": {}, "n": 0}
     steps = {m["step"] for m in members}
     if len(steps) > 1:  # members at different steps cannot share a step: train them alone
         for m in members:
@@ -284,16 +287,20 @@ def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str |
                 "torch_rng": gen_state if device.type != "cuda" else torch.get_rng_state(),
                 "cuda_rng": gen_state if device.type == "cuda" else None,
                 "ensemble": {"members": len(members), "index": k},
+                "log_acc": {"sums": dict(acc[k]), "n": n_acc},  # the current log row's partial sums
             }, run_dirs[m["i"]] / CHECKPOINT)
             if m["rows"]:
                 _write_log(run_dirs[m["i"]] / LOG, m["fields"], m["rows"])
 
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True, leave=False,
                desc=f"{configs[0].model} ensemble of {len(members)}")
-    acc = [{} for _ in members]
-    n_acc = 0
+    # all members are at the same step, so their partial log rows cover the same steps
+    acc = [dict((m.get("log_acc") or {}).get("sums", {})) for m in members]
+    n_acc = int((members[0].get("log_acc") or {}).get("n", 0))
     t_start = t_last = time.perf_counter()
     step_last = step
+    interrupt = contextlib.ExitStack()
+    flag = interrupt.enter_context(interrupt_at_step_boundary())
     try:
         while step < cfg.steps:
             batch = draw_batches()
@@ -322,13 +329,13 @@ def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str |
                     m["rows"].append(row)
                 acc = [{} for _ in members]
                 n_acc, t_last, step_last = 0, now, step
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or flag["hit"]:
                 save(step)
             bar.update(1)
-    except KeyboardInterrupt:
-        save(step)
-        raise
-    finally:
+            if flag["hit"]:  # Ctrl-C during this step: it is finished and saved
+                raise KeyboardInterrupt
+    finally:  # an interrupt inside a step keeps the last checkpoint: a step boundary
+        interrupt.close()
         bar.close()
     for m in members:
         models[m["i"]] = load_run(run_dirs[m["i"]], device)[0]

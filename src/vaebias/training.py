@@ -16,10 +16,13 @@ state.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -180,8 +183,10 @@ def fit(
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
         step = resumed_from = int(state["step"])
         rows = [r for r in rows if int(r["step"]) <= step]
+        log_acc = state.get("log_acc") or {"sums": {}, "n": 0}
     else:
         rows = []
+        log_acc = {"sums": {}, "n": 0}
 
     def save(at_step: int) -> None:
         _atomic_torch_save(
@@ -193,6 +198,7 @@ def fit(
                 "numpy_rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "log_acc": {"sums": dict(acc), "n": n_acc},  # the current log row's partial sums
             },
             ckpt_path,
         )
@@ -207,14 +213,16 @@ def fit(
     threads = torch.get_num_threads()
     if getattr(model, "data_parallel", 1) > 1:
         torch.set_num_threads(1)  # one torch thread per shard
-    acc: dict[str, float] = {}
-    n_acc = 0
+    acc: dict[str, float] = dict(log_acc["sums"])
+    n_acc = int(log_acc["n"])
     t_start = time.perf_counter()
     t_last, step_last = t_start, step
     bar = tqdm(
         total=cfg.steps, initial=step, disable=not progress, desc=description or run_dir.name,
         dynamic_ncols=True, leave=False,
     )
+    interrupt = contextlib.ExitStack()
+    flag = interrupt.enter_context(interrupt_at_step_boundary())
     try:
         while step < cfg.steps:
             batch = sampler.sample(cfg.batch_size, rng, device)
@@ -237,16 +245,46 @@ def fit(
                 rows.append(row)
                 bar.set_postfix(loss=row.get("loss"))
                 acc, n_acc, t_last, step_last = {}, 0, now, step
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or flag["hit"]:
                 save(step)
             bar.update(1)
-    except KeyboardInterrupt:
-        save(step)
-        raise
-    finally:
+            if flag["hit"]:  # Ctrl-C during this step: it is finished and saved
+                raise KeyboardInterrupt
+    finally:  # an interrupt inside a step keeps the last checkpoint: a step boundary
+        interrupt.close()
         bar.close()
         torch.set_num_threads(threads)
     return {"step": step, "resumed_from": resumed_from, "last": rows[-1] if rows else {}}
+
+
+@contextlib.contextmanager
+def interrupt_at_step_boundary():
+    """While active, a Ctrl-C (SIGINT) does not stop a training loop inside a step: it
+    sets ``flag["hit"]``, the loop finishes the step, saves a checkpoint at that step
+    boundary and raises KeyboardInterrupt, so that a resumed run continues exactly as
+    an uninterrupted one (same batches, same noise, same weights). A second Ctrl-C
+    interrupts at once (the loop then keeps its last periodic checkpoint). The previous
+    SIGINT handler is restored on exit; outside the main thread (where Python does not
+    deliver signals) it does nothing.
+
+    Yields:
+        the dict ``{"hit": bool}``.
+    """
+    flag = {"hit": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["hit"]:
+            raise KeyboardInterrupt
+        flag["hit"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def log_row(step: int, sums: dict, n: int, images: int, seconds: float, elapsed: float) -> dict:
