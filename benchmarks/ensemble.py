@@ -1,5 +1,5 @@
 """Ensembles: M runs of the dSprites conv beta-VAE (batch 64) trained as one batched
-ensemble (:func:`vaebias.ensemble.train_ensemble`) against the same M runs one after
+ensemble (:func:`vaebias.training.ensemble.train_ensemble`) against the same M runs one after
 another with the solo training loop, measured in the same run (issue: scale).
 
 Both sides use the same training settings (``--fast``: bf16 autocast and fused Adam;
@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from vaebias.data import load_dataset
-from vaebias.ensemble import train_ensemble
-from vaebias.training import train
+from vaebias.training.ensemble import train_ensemble
+from vaebias.training.loop import train
 
 _spec = importlib.util.spec_from_file_location("train_throughput", Path(__file__).with_name("train_throughput.py"))
 tt = importlib.util.module_from_spec(_spec)

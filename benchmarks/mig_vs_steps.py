@@ -27,11 +27,11 @@ import torch
 
 import yaml
 
-from vaebias.config import TrainConfig
+from vaebias._internal.config import TrainConfig
 from vaebias.data import load_dataset
 from vaebias.metrics import mig
 from vaebias.models import build_model, get_model_class
-from vaebias.training import fit
+from vaebias.training.loop import fit
 
 #: hyperparameters of the weakly supervised GAN when --param sets a width (its networks
 #: have their own widths; see vaebias.models.weak_gan)

@@ -2,7 +2,7 @@
 
 Both sweeps run the same grid (default: AE and β-VAE x 8 seeds = 16 runs on the toy
 dataset, 100 steps of batch 8, MIG on 300 points) into fresh temporary folders, through
-:func:`vaebias.sweep.sweep`. The local launcher runs them one after the other in this
+:func:`vaebias.experiments.sweep.sweep`. The local launcher runs them one after the other in this
 process with ``--threads`` torch threads (default 1), or in ``--workers N`` processes.
 The Ray launcher starts a local cluster (``--num-cpus``, default all cores; or joins
 ``--address``) and runs one task per run with 1 CPU each; its time includes starting
@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from vaebias.sweep import _cores, sweep
+from vaebias.experiments.sweep import _cores, sweep
 
 
 def grid(steps: int, seeds: int) -> dict:

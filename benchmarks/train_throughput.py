@@ -6,7 +6,7 @@ The model is the dSprites conv beta-VAE (the standard encoder/decoder, batch 64)
 - Baseline: a plain loop written here - ``data.sample_factors`` + ``data.images``,
   ``model.loss``, ``backward``, ``torch.optim.Adam`` with its defaults - in float32,
   contiguous layout.
-- vaebias: the real training loop, :func:`vaebias.training.fit` with
+- vaebias: the real training loop, :func:`vaebias.training.loop.fit` with
   ``TrainConfig.fast()`` (bf16 autocast of the forward passes, channels-last, fused
   Adam, and on a CPU the batch split into one shard per torch thread, each shard's
   forward and backward on its own thread: ``data_parallel``), including its sampler,
@@ -42,10 +42,10 @@ import time
 import numpy as np
 import torch
 
-from vaebias.config import FAST_STEP, TrainConfig
+from vaebias._internal.config import FAST_STEP, TrainConfig
 from vaebias.data import load_dataset
 from vaebias.models import build_model
-from vaebias.training import fit
+from vaebias.training.loop import fit
 
 #: dense bf16 tensor-core peaks, TFLOP/s (vendor data sheets; SXM parts)
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0,

@@ -21,13 +21,13 @@ import yaml
 from vaebias.data import load_dataset
 from vaebias.data.base import DataError
 from vaebias.data.blobs import Blobs
-from vaebias.errors import ConfigError
-from vaebias.evaluation import representation
-from vaebias.experiments import Profile, load_profile
-from vaebias.manipulation import dct_rotation, rotate_reference
+from vaebias._internal.errors import ConfigError
+from vaebias.experiments.scoring import representation
+from vaebias.paper.reproduce import Profile, load_profile
+from vaebias.manipulation.field import dct_rotation, rotate_reference
 from vaebias.metrics import evaluate
 from vaebias.models.networks import ConvDecoder, ConvEncoder, image_size_of
-from vaebias.training import load_run, train
+from vaebias.training.loop import load_run, train
 
 
 def test_blob_pixels_by_hand():
@@ -139,7 +139,7 @@ def test_rotated_reference_rotates(disentangled_blob_vae, tmp_path):
 def test_rotation_needs_a_vae_with_two_active_units(tmp_path, toy):
     train({"model": "ae", "dataset": {"name": "toy", "num_positions": 8}, "model_params": {},
            "train": {"steps": 2, "batch_size": 4, "device": "cpu"}}, tmp_path / "ae", data=toy, progress=False)
-    from vaebias.errors import RunError
+    from vaebias._internal.errors import RunError
 
     with pytest.raises(RunError, match="needs a VAE"):
         rotate_reference(tmp_path / "ae", tmp_path / "r", toy)
@@ -171,8 +171,8 @@ def test_demo_profile_and_new_profile_options():
 
 def test_reproduce_with_a_rotated_reference_and_an_old_profile_file(tmp_path):
     from tests.test_pipeline import TINY
-    from vaebias.cli import main
-    from vaebias.io import read_json
+    from vaebias.cli.main import main
+    from vaebias._internal.io import read_json
 
     prof = tmp_path / "p.yaml"
     prof.write_text(yaml.safe_dump(dict(TINY, models=["beta_vae"], seeds=[0], entangled_reference="rotated",
@@ -203,7 +203,7 @@ def test_reproduce_with_a_rotated_reference_and_an_old_profile_file(tmp_path):
 
 
 def test_reproduce_refuses_a_model_that_cannot_take_the_images_before_writing(tmp_path, capsys):
-    from vaebias.cli import main
+    from vaebias.cli.main import main
 
     out = tmp_path / "q"
     assert main(["reproduce", "--dataset", "blobs", "--profile", "quick", "--out", str(out), "--device", "cpu",
@@ -216,8 +216,8 @@ def test_reproduce_with_dataset_options(tmp_path, capsys):
     """`--dataset-option` reaches every stage (references, table runs, Fig. 4) and is recorded;
     an unknown option is refused before anything is written."""
     from tests.test_pipeline import TINY
-    from vaebias.cli import main
-    from vaebias.io import read_yaml
+    from vaebias.cli.main import main
+    from vaebias._internal.io import read_yaml
 
     prof = tmp_path / "p.yaml"
     prof.write_text(yaml.safe_dump(dict(TINY, models=["ae"], seeds=[0], manipulation={"noise": "sign"})))
@@ -253,8 +253,8 @@ def test_reproduce_with_dataset_options(tmp_path, capsys):
 
 def test_reproduce_profile_options(tmp_path, capsys):
     from tests.test_pipeline import TINY
-    from vaebias.cli import main
-    from vaebias.io import read_yaml
+    from vaebias.cli.main import main
+    from vaebias._internal.io import read_yaml
 
     prof = tmp_path / "p.yaml"
     prof.write_text(yaml.safe_dump(dict(TINY, models=["ae"])))
@@ -271,7 +271,7 @@ def test_reproduce_profile_options(tmp_path, capsys):
 
 
 def test_cli_option_errors_name_the_flag(tmp_path, capsys):
-    from vaebias.cli import main
+    from vaebias.cli.main import main
 
     assert main(["manipulate", "--entangled", "x", "--disentangled", "y", "--out", str(tmp_path / "m"),
                  "--unclipped-objective"]) == 2
@@ -292,8 +292,8 @@ def test_reproduce_runs_the_fig5_line_search_when_the_profile_asks(tmp_path, cap
     robustness.json / .md and fig5_<dataset>.png are written, and the report page embeds
     them. A bad plan is refused before anything is written."""
     from tests.test_pipeline import TINY
-    from vaebias.cli import main
-    from vaebias.io import read_json, read_yaml
+    from vaebias.cli.main import main
+    from vaebias._internal.io import read_json, read_yaml
 
     prof = tmp_path / "p.yaml"
     base = dict(TINY, models=["ae", "beta_vae"], seeds=[0], model_params={"beta_vae": {"beta": 4.0}})
@@ -336,7 +336,7 @@ def test_reproduce_runs_the_fig5_line_search_when_the_profile_asks(tmp_path, cap
     stamp = done.stat().st_mtime_ns
     assert main(args) == 0
     assert done.stat().st_mtime_ns == stamp and (out / "robustness.json").read_text() == before
-    from vaebias.html_report import write_html_report
+    from vaebias.report.html import write_html_report
 
     page = Path(write_html_report(out)).read_text()
     assert "fig5_blobs.png" in page and "beta = 2" in page

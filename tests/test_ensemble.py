@@ -1,4 +1,4 @@
-"""Batched ensembles (vaebias.ensemble): each member is its seed's solo run.
+"""Batched ensembles (vaebias.training.ensemble): each member is its seed's solo run.
 
 Tolerance: a member's per-step losses agree with the solo run's to a relative 1e-5
 (measured: <= 2e-7 over 30 steps on CPU; batched and single kernels round
@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from tests.conftest import tiny_train
-from vaebias.config import from_dict
-from vaebias.ensemble import can_ensemble, train_ensemble
-from vaebias.errors import ConfigError
-from vaebias.io import read_yaml
-from vaebias.training import RunConfig, build_run, is_finished, train
+from vaebias._internal.config import from_dict
+from vaebias.training.ensemble import can_ensemble, train_ensemble
+from vaebias._internal.errors import ConfigError
+from vaebias._internal.io import read_yaml
+from vaebias.training.loop import RunConfig, build_run, is_finished, train
 
 STEPS = 24
 

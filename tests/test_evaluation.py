@@ -5,10 +5,10 @@ import pytest
 
 from tests.conftest import tiny_train
 from vaebias.data.toy import ToySquares
-from vaebias.errors import RunError
-from vaebias.evaluation import evaluate_run
+from vaebias._internal.errors import RunError
+from vaebias.experiments.scoring import evaluate_run
 from vaebias.metrics import mig
-from vaebias.training import load_run, train
+from vaebias.training.loop import load_run, train
 
 
 def test_evaluate_run_writes_metrics_and_matches_array_level(tmp_path, toy):
@@ -85,8 +85,8 @@ def test_evaluate_run_accumulates_metric_subsets(tmp_path, toy):
 
 
 def test_udr_runs_and_cli(tmp_path, toy, capsys):
-    from vaebias.cli import main
-    from vaebias.evaluation import udr_runs
+    from vaebias.cli.main import main
+    from vaebias.experiments.scoring import udr_runs
 
     for seed in (0, 1):
         cfg = {"model": "ae", "dataset": {"name": "toy", "num_positions": 8},
@@ -110,8 +110,8 @@ def test_udr_runs_and_cli(tmp_path, toy, capsys):
 
 
 def test_cli_fast_mode_records_its_settings(tmp_path, toy):
-    from vaebias.cli import main
-    from vaebias.metrics.evaluate import FAST_MODE
+    from vaebias.cli.main import main
+    from vaebias.metrics.sampling import FAST_MODE
 
     cfg = {"model": "ae", "dataset": {"name": "toy", "num_positions": 8}, "train": tiny_train(steps=6)}
     train(cfg, tmp_path / "r", data=toy, progress=False)
@@ -138,9 +138,9 @@ def test_bf16_encoding_stays_close_to_fp32(tmp_path, toy):
     significant bits) and is recorded in the settings."""
     import torch
 
-    from vaebias.evaluation import representation
+    from vaebias.experiments.scoring import representation
     from vaebias.metrics import evaluate
-    from vaebias.metrics.evaluate import _bf16_represent
+    from vaebias.metrics.sampling import _bf16_represent
 
     cfg = {"model": "beta_vae", "dataset": {"name": "toy", "num_positions": 8},
            "model_params": {"beta": 1.0}, "train": tiny_train(steps=60)}

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-import vaebias.training as tr
+import vaebias.training.loop as tr
 from tests.conftest import tiny_train
-from vaebias.config import TrainConfig
-from vaebias.errors import ConfigError
-from vaebias.io import read_yaml, write_yaml
-from vaebias.training import is_finished, train
+from vaebias._internal.config import TrainConfig
+from vaebias._internal.errors import ConfigError
+from vaebias._internal.io import read_yaml, write_yaml
+from vaebias.training.loop import is_finished, train
 
 
 def _cfg(model="beta_vae", **train_kw):
@@ -105,14 +105,14 @@ def test_runs_written_before_the_speed_settings_resume(tmp_path, toy):
     write_yaml(tmp_path / "r" / "config.yaml", rec)
     assert is_finished(tmp_path / "r")
     train(cfg, tmp_path / "r", data=toy, progress=False)  # no RunError: same run
-    from vaebias.errors import RunError
+    from vaebias._internal.errors import RunError
 
     with pytest.raises(RunError, match="different configuration"):
         train(_cfg(steps=10, precision="bf16"), tmp_path / "r", data=toy, progress=False)
 
 
 def test_cli_train_fast(tmp_path):
-    from vaebias.cli import main
+    from vaebias.cli.main import main
 
     assert main(["train", "--model", "ae", "--dataset", "toy", "--steps", "3", "--batch-size", "4",
                  "--device", "cpu", "--fast", "--no-progress", "--out", str(tmp_path / "r")]) == 0

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vaebias.fig1 import axis_distance, fig1_experiment, figure_fig1, orientation, patch_cloud, patch_tilt
+from vaebias.paper.fig1 import axis_distance, fig1_experiment, figure_fig1, orientation, patch_cloud, patch_tilt
 
 
 def _unit(deg, length=1.0):
@@ -84,7 +84,7 @@ def test_fig1_experiment_rows_and_figure(tmp_path):
 
 
 def test_cli_fig1(tmp_path, capsys):
-    from vaebias.cli import main
+    from vaebias.cli.main import main
 
     assert main(["fig1", "--out", str(tmp_path / "f.png"), "--seeds", "0", "--steps", "50", "--layout", "line"]) == 0
     out = capsys.readouterr().out
@@ -102,7 +102,7 @@ def test_cli_fig1(tmp_path, capsys):
 def test_cli_fig1_bad_input_fails_before_fitting(tmp_path, capsys):
     """A non-finite angle, a non-PNG output and an unwritable folder: exit 2, a message
     naming the value, nothing written (the folder is checked before the fit)."""
-    from vaebias.cli import main
+    from vaebias.cli.main import main
 
     with pytest.raises(SystemExit) as exc:
         main(["fig1", "--out", str(tmp_path / "f.png"), "--angle", "nan"])

@@ -1,4 +1,4 @@
-"""Tests of vaebias.metrics.gbt, the fast histogram gradient-boosting backend of DCI.
+"""Tests of vaebias.metrics._gbt, the fast histogram gradient-boosting backend of DCI.
 
 The backend's difference from the reference - sklearn's
 ``GradientBoostingClassifier(random_state=0)``, which disentanglement_lib's DCI fits
@@ -38,7 +38,7 @@ import torch
 from scipy.stats import entropy
 from sklearn.ensemble import GradientBoostingClassifier
 
-from vaebias.metrics.gbt import boosted_importances
+from vaebias.metrics._gbt import boosted_importances
 
 N_TRAIN, N_TEST = 2000, 1000
 FACTOR_CLASSES = (2, 5, 10)

@@ -1,4 +1,4 @@
-"""`vaebias report` HTML page (vaebias.html_report), checked in headless Chromium.
+"""`vaebias report` HTML page (vaebias.report.html), checked in headless Chromium.
 
 The Chromium fixture installs the browser with apt-get when it is missing and the tests
 run as root (the CI machine); elsewhere, without a browser, the browser test skips."""
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vaebias.errors import RunError
-from vaebias.html_report import write_html_report
-from vaebias.io import write_json, write_yaml
+from vaebias._internal.errors import RunError
+from vaebias.report.html import write_html_report
+from vaebias._internal.io import write_json, write_yaml
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +93,7 @@ def test_every_image_loads_in_headless_chromium(tmp_path, chromium):
 
 
 def test_cli_report_on_a_sweep_folder_writes_the_page(tmp_path, capsys):
-    from vaebias.cli import main
+    from vaebias.cli.main import main
 
     out = tmp_path / "sweep"
     (out / "runs" / "a").mkdir(parents=True)

@@ -3,13 +3,13 @@ import pytest
 import torch
 
 from tests.conftest import tiny_train
-from vaebias.config import TrainConfig
+from vaebias._internal.config import TrainConfig
 from vaebias.data import load_dataset
-from vaebias.errors import ConfigError, RunError
-from vaebias.manipulation import (ManipulationConfig, ManipulationField, Manipulator, export_variants,
+from vaebias._internal.errors import ConfigError, RunError
+from vaebias.manipulation.field import (ManipulationConfig, ManipulationField, Manipulator, export_variants,
                                   load_field, select_references, train_manipulation)
 from vaebias.models import build_model
-from vaebias.training import train
+from vaebias.training.loop import train
 
 
 class _NoStep:
@@ -82,7 +82,7 @@ def test_manipulation_run_encoders_frozen_and_objective_falls(tmp_path):
     cfg = ManipulationConfig(epsilon=0.1, field_width=0.25, decoder_lr=1e-12)
     tcfg = TrainConfig(steps=40, batch_size=16, lr=1e-3, device="cpu", log_every=10, checkpoint_every=20)
     manip = train_manipulation(toy, runs[1], runs[2], tmp_path / "man", cfg, tcfg, progress=False)
-    from vaebias.training import load_run
+    from vaebias.training.loop import load_run
 
     ref_ent, _ = load_run(runs[1])
     for a, b in zip(ref_ent.encoder.parameters(), manip.ent.encoder.parameters()):
@@ -121,7 +121,7 @@ def test_select_references():
                                       ({"clip_in_objective": False}, "clip_in_objective = False: expected true "
                                                                      "with loss 'bernoulli'")])
 def test_bad_manipulation_config(kw, match):
-    from vaebias.config import from_dict
+    from vaebias._internal.config import from_dict
 
     with pytest.raises(ConfigError, match=match):
         from_dict(ManipulationConfig, kw)
@@ -156,8 +156,8 @@ def test_unclipped_objective_reaches_the_field_where_clipping_cuts_it(toy):
 
 
 def test_old_manipulation_config_without_clip_in_objective_resumes():
-    from vaebias.config import to_dict
-    from vaebias.training import _same_record
+    from vaebias._internal.config import to_dict
+    from vaebias.training.loop import _same_record
 
     new = {"stage": "manipulation", "manipulation": to_dict(ManipulationConfig()), "train": to_dict(TrainConfig())}
     old = {**new, "manipulation": {k: v for k, v in new["manipulation"].items() if k != "clip_in_objective"}}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from vaebias.cli import main
+from vaebias.cli.main import main
 from vaebias.data import load_dataset
 
 TINY = {
@@ -91,7 +91,7 @@ def test_reproduce_writes_everything_and_resumes(tmp_path, tiny_seven, capsys):
 def test_reproduce_resumes_after_interruption(tmp_path, tiny_profile, monkeypatch):
     """Kill the pipeline in the middle of the table's runs; the rerun finishes the rest
     and gives the same numbers as an uninterrupted pipeline."""
-    import vaebias.training as training
+    import vaebias.training.loop as training
 
     out = tmp_path / "res"
     real_fit = training.fit
@@ -155,8 +155,8 @@ def test_cli_rejects_nonpositive_numbers(tmp_path, capsys, argv):
 
 
 def test_profiles_validate_and_builtins_load(tmp_path):
-    from vaebias.errors import ConfigError
-    from vaebias.experiments import TABLE1_MODELS, load_profile, profiles
+    from vaebias._internal.errors import ConfigError
+    from vaebias.paper.reproduce import TABLE1_MODELS, load_profile, profiles
 
     assert {"quick", "standard", "paper"} <= set(profiles())
     paper = load_profile("paper")
@@ -188,7 +188,7 @@ def test_profiles_validate_and_builtins_load(tmp_path):
 def test_fig4_difference_panel_shows_rgb_changes_around_mid_grey():
     import numpy as np
 
-    from vaebias.report import difference_panel
+    from vaebias.report.tables import difference_panel
 
     eps = 0.1
     d = np.zeros((3, 2, 2), dtype=np.float32)
@@ -205,8 +205,8 @@ def test_reproduce_without_export_computes_the_variants_on_the_fly(tmp_path, tin
     """Profile ``export: false``: no dataset files; the table's modified and noise runs read
     x + eps*m(w) and the noise control from m_psi, equal to the exported files up to their
     1/255 rounding; the drops with their statistics are in every table file."""
-    from vaebias.manipulation import export_variants
-    from vaebias.statistics import difference
+    from vaebias.manipulation.field import export_variants
+    from vaebias.report.statistics import difference
 
     out = tmp_path / "res"
     rc = main(["reproduce", "--dataset", "toy", "--profile", str(tiny_profile), "--out", str(out),
@@ -265,7 +265,7 @@ def test_manipulation_health_is_reported_and_flags_a_constant_field(tmp_path, ti
 
     import torch
 
-    from vaebias.manipulation import field_health
+    from vaebias.manipulation.field import field_health
 
     out = tmp_path / "res"
     assert main(["reproduce", "--dataset", "toy", "--profile", str(tiny_profile), "--out", str(out),
@@ -287,7 +287,7 @@ def test_manipulation_health_is_reported_and_flags_a_constant_field(tmp_path, ti
     row = "| β-VAE | orig. | " + " | ".join(f"{(a + b) / 2:.2f}" for a, b in zip(*gaps)) + " |"
     assert row in (out / "factor_gaps.md").read_text()
     # the HTML page says when table runs are missing
-    from vaebias.html_report import write_html_report
+    from vaebias.report.html import write_html_report
 
     (out / "runs" / "noise" / "ae_seed1" / "metrics.json").unlink()
     page = write_html_report(out).read_text()

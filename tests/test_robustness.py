@@ -1,12 +1,12 @@
-"""Fig. 5's line search (vaebias.robustness): grid, over-pruning filter, summary, figure."""
+"""Fig. 5's line search (vaebias.paper.fig5): grid, over-pruning filter, summary, figure."""
 
 import json
 
 import pytest
 
-from vaebias.errors import ConfigError, RunError
-from vaebias.io import write_json
-from vaebias.robustness import robustness_grid, summarise_robustness, write_robustness
+from vaebias._internal.errors import ConfigError, RunError
+from vaebias._internal.io import write_json
+from vaebias.paper.fig5 import robustness_grid, summarise_robustness, write_robustness
 
 
 def test_grid_scales_the_literature_values():
@@ -45,7 +45,7 @@ def test_over_pruned_runs_are_discarded_and_counted(tmp_path):
 def test_figure_shows_every_discarded_count(tmp_path):
     """Each discarded count is drawn inside the axes, also for a value whose runs were all
     discarded (no MIG to plot: an x at 0); a dataset file is labelled by its name."""
-    from vaebias.robustness import dataset_label, draw_robustness
+    from vaebias.paper.fig5 import dataset_label, draw_robustness
 
     mod = "results/x/datasets/blobs_modified_eps0.1.h5"
     rows = [_row(4.0, 0, 0.2, 5, dataset=mod), _row(4.0, 1, 0.4, 4, dataset=mod),
@@ -62,8 +62,8 @@ def test_figure_shows_every_discarded_count(tmp_path):
 
 
 def test_line_search_end_to_end_on_toy(tmp_path, capsys):
-    from vaebias.cli import main
-    from vaebias.sweep import sweep
+    from vaebias.cli.main import main
+    from vaebias.experiments.sweep import sweep
 
     g = robustness_grid(["beta_vae"], [{"name": "toy", "num_positions": 8}], defaults_of="dsprites",
                         scales=(0.5, 2.0), seeds=[0, 1],

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from vaebias.statistics import bootstrap_ci, difference, permutation_p_value
+from vaebias.report.statistics import bootstrap_ci, difference, permutation_p_value
 
 
 def test_exact_permutation_p_value_by_hand():

@@ -1,4 +1,4 @@
-"""Sweeps (vaebias.sweep): grid expansion and stable ids, validation, the local launcher,
+"""Sweeps (vaebias.experiments.sweep): grid expansion and stable ids, validation, the local launcher,
 and a real Ray cluster started here (a head and a worker node) -- including a worker and
 a driver killed mid-sweep: after a rerun every run is finished exactly once."""
 
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vaebias.cli import main
-from vaebias.errors import ConfigError
-from vaebias.sweep import TASK_LOG, completion, expand, load_grid, run_id
+from vaebias.cli.main import main
+from vaebias._internal.errors import ConfigError
+from vaebias.experiments.sweep import TASK_LOG, completion, expand, load_grid, run_id
 
 TOY = {"name": "toy", "num_positions": 8}
 TRAIN = {"steps": 20, "batch_size": 8, "device": "cpu", "checkpoint_every": 10, "log_every": 5}
@@ -235,7 +235,7 @@ def test_local_worker_processes_give_the_same_numbers(tmp_path, capsys):
 
 
 def test_pack_ensemble_trains_seed_groups_together_each_run_once(tmp_path):
-    from vaebias.sweep import pack_tasks
+    from vaebias.experiments.sweep import pack_tasks
 
     g = _grid(models=["beta_vae", "factor_vae"], model_params={"beta_vae": {"beta": 4}}, seeds=[0, 1, 2],
               pack="ensemble", ensemble_size=2)
@@ -294,12 +294,12 @@ class _Killed(BaseException):
 
 @pytest.mark.parametrize("point", ["train", "evaluate", "finished line"])
 def test_task_killed_at_any_point_completes_once_on_rerun(tmp_path, monkeypatch, point):
-    import vaebias.evaluation
-    import vaebias.sweep as sweep_mod
-    import vaebias.training
+    import vaebias.experiments.scoring
+    import vaebias.experiments.sweep as sweep_mod
+    import vaebias.training.loop
 
     spec = expand(_grid(models=["beta_vae"], model_params={}, seeds=[0]), tmp_path)[0]
-    targets = {"train": (vaebias.training, "fit"), "evaluate": (vaebias.evaluation, "evaluate"),
+    targets = {"train": (vaebias.training.loop, "fit"), "evaluate": (vaebias.experiments.scoring, "evaluate"),
                "finished line": (sweep_mod, "_append")}
     module, name = targets[point]
     real = getattr(module, name)
@@ -328,7 +328,7 @@ def test_two_processes_on_one_run_complete_it_once(tmp_path):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from vaebias.sweep import _init_worker, run_task
+    from vaebias.experiments.sweep import _init_worker, run_task
 
     spec = expand(_grid(models=["ae"], model_params={}, seeds=[0], train=dict(TRAIN, steps=60)), tmp_path)[0]
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
@@ -348,7 +348,7 @@ def _env():
 
 
 def _start_driver(args, log):
-    return subprocess.Popen([sys.executable, "-m", "vaebias.cli", "sweep", *args, "--no-progress"],
+    return subprocess.Popen([sys.executable, "-m", "vaebias.cli.main", "sweep", *args, "--no-progress"],
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, env=_env(), cwd=log.parent)
 
 
@@ -368,7 +368,7 @@ def _cli(args, log, cwd=None, timeout=300):
     """`vaebias ARGS` in a fresh process (every Ray driver runs so: Ray reads its
     authentication settings once per process). Returns (exit status, output, pid)."""
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "vaebias.cli", *args], stdout=fh,
+        proc = subprocess.Popen([sys.executable, "-m", "vaebias.cli.main", *args], stdout=fh,
                                 stderr=subprocess.STDOUT, env=_env(), cwd=cwd or Path(log).parent)
         try:
             rc = proc.wait(timeout)

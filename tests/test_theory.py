@@ -1,11 +1,11 @@
-"""Theorem 1 (linear VAEs perform PCA), checked numerically (vaebias.theory)."""
+"""Theorem 1 (linear VAEs perform PCA), checked numerically (vaebias.paper.theorem1)."""
 
 import math
 
 import numpy as np
 import pytest
 
-from vaebias.theory import (
+from vaebias.paper.theorem1 import (
     PASS_TOLERANCE,
     principal_data,
     sample_principal_directions,
@@ -65,7 +65,7 @@ def test_principal_data_validation():
 
 
 def test_cli_theorem1(capsys):
-    from vaebias.cli import main
+    from vaebias.cli.main import main
 
     assert main(["theorem1", "--seeds", "0", "--num-points", "500"]) == 0
     out = capsys.readouterr().out
@@ -77,7 +77,7 @@ def test_cli_theorem1(capsys):
 
 
 def test_cli_theorem1_writes_a_table_the_report_embeds(tmp_path, capsys):
-    from vaebias.cli import main
+    from vaebias.cli.main import main
 
     assert main(["theorem1", "--seeds", "0", "--num-points", "500", "--out", str(tmp_path / "theorem1.md")]) == 0
     printed = capsys.readouterr().out
@@ -86,7 +86,7 @@ def test_cli_theorem1_writes_a_table_the_report_embeds(tmp_path, capsys):
     assert row in text and "Settings: {'seeds': [0]" in text and "Versions: python" in text
     assert main(["theorem1", "--out", str(tmp_path / "t.txt")]) == 2  # refused before the fit
     assert "expected a .md path" in capsys.readouterr().err and not (tmp_path / "t.txt").exists()
-    from vaebias.html_report import write_html_report
+    from vaebias.report.html import write_html_report
 
     page = write_html_report(tmp_path).read_text()
     assert "theorem1.md" in page and "linear VAE" in page

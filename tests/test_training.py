@@ -5,8 +5,8 @@ import torch
 
 from tests.conftest import tiny_train
 from vaebias.data import load_dataset
-from vaebias.errors import ConfigError, RunError
-from vaebias.training import RunConfig, is_finished, load_run, train
+from vaebias._internal.errors import ConfigError, RunError
+from vaebias.training.loop import RunConfig, is_finished, load_run, train
 
 
 def _cfg(model="beta_vae", **train_kw):
@@ -212,7 +212,7 @@ def test_variants_use_the_base_datasets_model_defaults(tmp_path):
 def test_atomic_files_have_normal_permissions(tmp_path):
     import os
 
-    from vaebias.io import write_json
+    from vaebias._internal.io import write_json
 
     write_json(tmp_path / "x.json", {"a": 1})
     umask = os.umask(0)

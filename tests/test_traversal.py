@@ -1,4 +1,4 @@
-"""Latent traversals (vaebias.traversal, `vaebias traverse`)."""
+"""Latent traversals (vaebias.report.traversal, `vaebias traverse`)."""
 
 import numpy as np
 import pytest
@@ -6,9 +6,9 @@ import torch
 from PIL import Image
 
 from tests.conftest import tiny_train
-from vaebias.errors import RunError
-from vaebias.training import load_run, train
-from vaebias.traversal import traversal_grid, write_traversal
+from vaebias._internal.errors import RunError
+from vaebias.training.loop import load_run, train
+from vaebias.report.traversal import traversal_grid, write_traversal
 
 
 def _run(tmp_path, toy, model="beta_vae"):
@@ -56,7 +56,7 @@ def test_png_and_gif_are_written(tmp_path, toy):
 
 
 def test_encoder_only_model_and_bad_input(tmp_path, toy, capsys):
-    from vaebias.cli import main
+    from vaebias.cli.main import main
 
     rd = _run(tmp_path, toy, "pcl")
     with pytest.raises(RunError, match="'pcl' has no decoder or generator"):

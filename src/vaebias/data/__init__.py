@@ -101,7 +101,7 @@ def load_dataset(name: str | os.PathLike, *, path: str | os.PathLike | None = No
             ``check_labels``); options of the toy and blobs datasets; ``variant``
             ("modified" or "noise") with ``manipulation`` (a trained m_ψ's folder): that
             variant of the dataset computed on the fly
-            (:func:`vaebias.manipulation.variant_dataset`).
+            (:func:`vaebias.manipulation.field.variant_dataset`).
 
     Returns:
         a :class:`GroundTruthData`.
@@ -110,7 +110,7 @@ def load_dataset(name: str | os.PathLike, *, path: str | os.PathLike | None = No
         DataError: a missing, unrecognised or corrupt file.
         ValueError (ConfigError): an unknown dataset name.
     """
-    from vaebias.errors import ConfigError
+    from vaebias._internal.errors import ConfigError
 
     variant, manipulation = kwargs.pop("variant", None), kwargs.pop("manipulation", None)
     if variant is not None or manipulation is not None:
@@ -120,7 +120,7 @@ def load_dataset(name: str | os.PathLike, *, path: str | os.PathLike | None = No
         if manipulation is None:
             raise ConfigError(f"variant = {variant!r} needs manipulation = the folder of a trained m_psi")
         base = load_dataset(name, path=path, data_dir=data_dir, **kwargs)
-        from vaebias.manipulation import variant_dataset
+        from vaebias.manipulation.field import variant_dataset
 
         return variant_dataset(base, variant, manipulation)
     name_str = os.fspath(name)

@@ -16,11 +16,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from vaebias._internal.errors import DataError
+
 __all__ = ["GroundTruthData", "DataError", "as_factor_array"]
-
-
-class DataError(ValueError):
-    """Raised for a missing, corrupt or mis-shaped data file or bad factor input."""
 
 
 def as_factor_array(factors, factor_sizes: Sequence[int]) -> np.ndarray:

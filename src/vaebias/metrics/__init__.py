@@ -24,7 +24,7 @@ points instead (:mod:`vaebias.metrics.pool`; the fast mode of :func:`evaluate`).
 the registry below. A new metric plugs in with::
 
     @register("my_metric")
-    def _my_metric(ctx):      # ctx: vaebias.metrics.evaluate.EvalContext
+    def _my_metric(ctx):      # ctx: vaebias.metrics.sampling.EvalContext
         return my_metric(ctx.codes, ctx.factors)   # or draw its own samples via ctx
 """
 

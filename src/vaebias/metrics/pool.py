@@ -16,7 +16,7 @@ the empirical distribution of an already encoded sample of uniformly drawn point
 Each vote then has the reference's distribution up to the pool's sampling error;
 votes drawn from one pool are not independent. The resulting difference from
 fresh sampling is measured in ``tests/test_metrics_sampling.py`` and stated at
-:data:`vaebias.metrics.evaluate.FAST_MODE`.
+:data:`vaebias.metrics.sampling.FAST_MODE`.
 
 A pool is only representative when every value of every voted factor occurs in it
 at least ``batch_size`` times (dSprites: 15,000 / 40 orientations = 375 rows per

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from vaebias.config import from_dict
-from vaebias.errors import ConfigError
+from vaebias._internal.config import from_dict
+from vaebias._internal.errors import ConfigError
 
 __all__ = ["register", "available", "get_model_class", "build_model", "model_config"]
 

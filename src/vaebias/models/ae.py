@@ -11,7 +11,7 @@ import dataclasses
 
 import torch
 
-from vaebias.config import check
+from vaebias._internal.config import check
 from vaebias.models import register
 from vaebias.models.base import Model, bernoulli_reconstruction
 from vaebias.models.networks import ConvDecoder, ConvEncoder, image_size_of

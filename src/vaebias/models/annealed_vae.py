@@ -33,7 +33,7 @@ import dataclasses
 
 import torch
 
-from vaebias.config import check
+from vaebias._internal.config import check
 from vaebias.models import register
 from vaebias.models.base import GaussianVAE, bernoulli_reconstruction, gaussian_kl, reparameterize
 
@@ -83,7 +83,7 @@ class AnnealedVAE(GaussianVAE):
         loss = recon + self.config.gamma * (kl - c).abs()
         return {"loss": loss, "recon": recon, "kl": kl, "capacity": torch.tensor(c, device=kl.device)}
 
-    def training_step(self, batch: dict, optimizers: dict) -> dict[str, float]:
-        out = super().training_step(batch, optimizers)
+    def training_step(self, batch: dict, optimizers: dict, backward=None) -> dict[str, float]:
+        out = super().training_step(batch, optimizers, backward)
         self.step += 1
         return out

@@ -9,7 +9,7 @@ A model is an ``nn.Module`` with
   default minimises ``loss(batch)["loss"]`` with the single optimiser ``"main"``; a model
   with extra optimisers (e.g. FactorVAE's discriminator) overrides this and
   ``configure_optimizers`` -- the small hook through which the one training loop
-  (:mod:`vaebias.training`) serves every model.
+  (:mod:`vaebias.training.loop`) serves every model.
 
 ``batch`` is a dict with ``"images"`` float32 (n, C, H, W) in [0, 1] and ``"factors"``
 int64 (n, K) (factors are for manipulation and diagnostics only; unsupervised models
@@ -67,7 +67,7 @@ def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 #: Where :func:`reparameterize` takes its N(0, I) noise from when set: an object with a
-#: method ``draw(like) -> tensor shaped like ``like```` (see :mod:`vaebias.ensemble`, which
+#: method ``draw(like) -> tensor shaped like ``like```` (see :mod:`vaebias.training.ensemble`, which
 #: feeds every member of a batched ensemble the noise its own seed would have drawn).
 NOISE_FEED: contextvars.ContextVar = contextvars.ContextVar("vaebias_noise_feed", default=None)
 
@@ -93,14 +93,14 @@ class Model(nn.Module):
     input_kind: ClassVar[str] = "single"
     #: True when the model has a posterior variance (active units apply)
     stochastic: ClassVar[bool] = False
-    #: True when several seeds can train as one batched ensemble (:mod:`vaebias.ensemble`):
+    #: True when several seeds can train as one batched ensemble (:mod:`vaebias.training.ensemble`):
     #: the default ``training_step`` and optimiser, and no torch randomness other than
     #: :func:`reparameterize`
     ensemble_ok: ClassVar[bool] = False
     #: True when the loss terms are means over the batch's rows and the only randomness
     #: is :func:`reparameterize` with one noise row per batch row: the batch can then be
     #: split into shards computed side by side (``TrainConfig.data_parallel``,
-    #: :mod:`vaebias.models.sharded`) with the same step
+    #: :mod:`vaebias.training.sharded`) with the same step
     batch_separable: ClassVar[bool] = False
 
     @dataclasses.dataclass
@@ -113,7 +113,7 @@ class Model(nn.Module):
     #: ``TrainConfig.precision`` (None: full float32)
     autocast_dtype: torch.dtype | None = None
     #: shards per step of the default ``training_step`` (set by the training loop from
-    #: ``TrainConfig.data_parallel``; 1: unsharded)
+    #: ``TrainConfig.data_parallel``; 1: unsharded); the loop passes the sharded backward
     data_parallel: int = 1
 
     def __init__(self, observation_shape: tuple[int, int, int], num_factors: int, config=None):
@@ -160,12 +160,18 @@ class Model(nn.Module):
             )
         }
 
-    def training_step(self, batch: dict, optimizers: dict) -> dict[str, float]:
-        opt = optimizers["main"]
-        if self.data_parallel > 1:
-            from vaebias.models.sharded import sharded_backward
+    def training_step(self, batch: dict, optimizers: dict, backward=None) -> dict[str, float]:
+        """One optimisation step; returns the loss terms as floats.
 
-            terms = sharded_backward(self, batch, self.data_parallel)
+        ``backward(model, batch) -> terms`` computes the loss terms and sets the
+        gradients. The training loop passes the sharded one
+        (:func:`vaebias.training.sharded.sharded_backward`) when
+        ``TrainConfig.data_parallel`` > 1; by default the model's ``loss`` under
+        :meth:`autocast` and ``.backward()``.
+        """
+        opt = optimizers["main"]
+        if backward is not None:
+            terms = backward(self, batch)
         else:
             with self.autocast():
                 terms = self.loss(batch)

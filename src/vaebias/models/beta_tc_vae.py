@@ -17,7 +17,7 @@ under the posterior of image i,
 
 N is the true number of training images: Config field ``dataset_size``, filled by
 :func:`vaebias.models.build_model` from the training data (never a constant; a
-model built without it is a :class:`~vaebias.errors.ConfigError`). Under MWS, N
+model built without it is a :class:`~vaebias._internal.errors.ConfigError`). Under MWS, N
 enters TC only through the constant (d − 1)·log(N·M) (d = latent size): it leaves
 the gradients unchanged but sets the value of TC and of the logged loss.
 disentanglement_lib's ``total_correlation`` drops that constant; here it is kept
@@ -41,8 +41,8 @@ import math
 
 import torch
 
-from vaebias.config import check
-from vaebias.errors import ConfigError
+from vaebias._internal.config import check
+from vaebias._internal.errors import ConfigError
 from vaebias.models import register
 from vaebias.models.base import GaussianVAE, bernoulli_reconstruction, gaussian_kl, reparameterize
 

@@ -33,7 +33,7 @@ from typing import ClassVar
 
 import torch
 
-from vaebias.config import check
+from vaebias._internal.config import check
 from vaebias.models import register
 from vaebias.models.base import GaussianVAE, bernoulli_reconstruction, gaussian_kl, reparameterize
 

@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaebias.config import check
+from vaebias._internal.config import check
 from vaebias.models import register
 from vaebias.models.base import (
     GaussianVAE,

@@ -86,7 +86,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
-from vaebias.config import check
+from vaebias._internal.config import check
 from vaebias.models import register
 from vaebias.models.base import Model, adam_options
 

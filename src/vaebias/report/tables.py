@@ -1,6 +1,6 @@
 """Tables and figures from results folders (run directories only, never live objects).
 
-:func:`write_report` turns a :func:`vaebias.experiments.reproduce` folder into Table 1's
+:func:`write_report` turns a :func:`vaebias.paper.reproduce.reproduce` folder into Table 1's
 columns for its dataset (Markdown, CSV, JSON: MIG mean ± std over seeds per model and
 variant, with active units) and the Fig. 4-style picture (original, ε·m(w), altered).
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vaebias.errors import RunError
-from vaebias.io import atomic_path, read_json, read_yaml, write_json
-from vaebias.statistics import difference
+from vaebias._internal.errors import RunError
+from vaebias._internal.io import atomic_path, read_json, read_yaml, write_json
+from vaebias.report.statistics import difference
 
 __all__ = ["collect_runs", "difference_panel", "drops", "summarise", "write_report", "figure_manipulation",
            "figure_manipulation_health", "figure_seeds", "figure_loss_curves", "MODEL_LABELS"]
@@ -82,7 +82,7 @@ DROP_KEYS = ("diff_vs_original", "ci_low", "ci_high", "p_value")
 def drops(rows: list[dict], *, level: float = 0.95, seed: int = 0) -> list[dict]:
     """The change of mean MIG from the original data to each other variant, per model:
     mean(variant) − mean(original) over seeds, its percentile bootstrap interval and the
-    two-sided permutation p-value (:func:`vaebias.statistics.difference`; the cells are
+    two-sided permutation p-value (:func:`vaebias.report.statistics.difference`; the cells are
     independent samples of seeds).
 
     Args:
@@ -466,7 +466,7 @@ def write_report(out: str | os.PathLike) -> dict:
         altered = load_dataset(**base_spec, variant="modified", manipulation=str(out / "manipulation"))
     base = load_dataset(**base_spec)
     if selection.exists():  # what the two references' latents do
-        from vaebias.traversal import write_traversal
+        from vaebias.report.traversal import write_traversal
 
         sel = read_json(selection)
         for role in ("entangled", "disentangled"):

@@ -6,7 +6,7 @@ Cartesian ones (the patches are wider than tall), globally they are rotated by
 ``angle``. Three 2-D embeddings (data dimension = latent dimension = 2) are fitted:
 
 - PCA (the covariance's eigenvectors);
-- the linear VAE of Theorem 1 (:func:`vaebias.theory.fit_linear_vae`), which the theorem
+- the linear VAE of Theorem 1 (:func:`vaebias.paper.theorem1.fit_linear_vae`), which the theorem
   says aligns like PCA;
 - a nonlinear VAE: MLP encoder and decoder (2-64-64, tanh), diagonal Gaussian posterior,
   N(0, I) prior, Gaussian decoder with fixed variance ``noise_var``, trained by Adam.
@@ -185,7 +185,7 @@ def fig1_experiment(seeds=(0, 1), *, num_points: int = 20_000, layout: str = "la
 
 
 def _experiment(seeds, num_points, layout, angle, noise_var, steps) -> dict:
-    from vaebias.theory import fit_linear_vae
+    from vaebias.paper.theorem1 import fit_linear_vae
 
     x, patch = patch_cloud(num_points, 0, layout=layout, angle=angle)
     evals, evecs = np.linalg.eigh(np.cov(x.T))
@@ -225,7 +225,7 @@ def figure_fig1(result: dict, path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vaebias.report import save_figure
+    from vaebias.report.tables import save_figure
 
     first = {}
     for r in result["rows"]:

@@ -2,7 +2,7 @@
 
 ``from_dict(Cls, mapping)`` builds a config dataclass from plain data and rejects an
 unknown key (naming the allowed ones) or a value of the wrong type; range checks live
-in each dataclass's ``__post_init__`` and raise :class:`~vaebias.errors.ConfigError`.
+in each dataclass's ``__post_init__`` and raise :class:`~vaebias._internal.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import types
 import typing
 from typing import Any, Mapping, TypeVar
 
-from vaebias.errors import ConfigError
+from vaebias._internal.errors import ConfigError
 
 __all__ = ["FAST_STEP", "TrainConfig", "check", "from_dict", "to_dict", "with_defaults"]
 
@@ -146,7 +146,7 @@ class TrainConfig:
         compile: ``torch.compile`` the model's submodules in place (``nn.Module.compile``).
         data_parallel: shards per batch, run side by side on CPU threads with one torch
             thread each, their gradients summed before one optimiser step
-            (:mod:`vaebias.models.sharded`). The step is the unsharded one up to float
+            (:mod:`vaebias.training.sharded`). The step is the unsharded one up to float
             rounding -- same data, same noise -- for models whose loss is a batch mean
             (``Model.batch_separable``: the AE, beta-VAE and Slow-VAE). 1 (default): off; 0: auto --
             the process's torch threads on a CPU for such models, capped so that each

@@ -6,7 +6,7 @@ modified data. Runs that over-prune -- fewer active units (E[sigma^2] < 0.8) tha
 ground-truth factors -- are discarded and counted, as in the paper; MIG is then shown as
 mean +- std over the kept runs per value.
 
-The runs are an ordinary sweep (:mod:`vaebias.sweep`): :func:`robustness_grid` builds its
+The runs are an ordinary sweep (:mod:`vaebias.experiments.sweep`): :func:`robustness_grid` builds its
 grid, ``vaebias sweep`` runs it (resumable, local or Ray), and :func:`summarise_robustness`
 / :func:`figure_robustness` (``vaebias robustness OUT``) read its ``results.json``.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vaebias.errors import ConfigError, RunError
-from vaebias.io import read_json, write_json
+from vaebias._internal.errors import ConfigError, RunError
+from vaebias._internal.io import read_json, write_json
 
 __all__ = ["PRIMARY", "SCALES", "dataset_label", "draw_robustness", "figure_robustness", "robustness_grid",
            "robustness_table", "summarise_robustness", "summarise_rows", "write_robustness"]
@@ -49,7 +49,7 @@ def robustness_grid(models, datasets, *, defaults_of: str, scales=SCALES, seeds=
         out: results folder.
 
     Returns:
-        a grid mapping for :func:`vaebias.sweep.sweep`.
+        a grid mapping for :func:`vaebias.experiments.sweep.sweep`.
 
     Raises:
         ConfigError: a model without a primary hyperparameter, or no scale.
@@ -199,7 +199,7 @@ def draw_robustness(rows: list[dict]):
 
 def figure_robustness(rows: list[dict], out_png: str | os.PathLike) -> Path:
     """Fig. 5 (:func:`draw_robustness`) written to ``out_png``."""
-    from vaebias.report import save_figure
+    from vaebias.report.tables import save_figure
 
     return save_figure(draw_robustness(rows), out_png, dpi=110)
 

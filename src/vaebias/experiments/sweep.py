@@ -63,9 +63,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from vaebias.config import TrainConfig, check, from_dict, to_dict
-from vaebias.errors import ConfigError, RunError
-from vaebias.io import atomic_path, ensure_writable_dir, read_yaml
+from vaebias._internal.config import TrainConfig, check, from_dict, to_dict
+from vaebias._internal.errors import ConfigError, RunError
+from vaebias._internal.io import atomic_path, ensure_writable_dir, read_yaml
 
 __all__ = [
     "LAUNCHERS",
@@ -143,7 +143,7 @@ class Grid:
         out: results folder (``--out`` wins).
         pack: how runs that differ only in their seed share a device: ``"ensemble"``
             trains up to ``ensemble_size`` of them as one batched ensemble
-            (:func:`vaebias.ensemble.train_ensemble`; models with ``ensemble_ok`` only),
+            (:func:`vaebias.training.ensemble.train_ensemble`; models with ``ensemble_ok`` only),
             ``"none"`` trains each alone, ``"auto"`` (default) ensembles on CUDA and not on
             a CPU, where ``benchmarks/ensemble.py`` measured an ensemble of 8 at 0.5x the
             speed of the same runs one after another (parallel single-thread processes,
@@ -216,7 +216,7 @@ def _evaluate_spec(value) -> dict:
     import inspect
 
     from vaebias.metrics import available
-    from vaebias.metrics.evaluate import evaluate
+    from vaebias.metrics.sampling import evaluate
 
     if value is None:
         value = {"metrics": []}
@@ -301,7 +301,7 @@ def run_id(config: dict) -> str:
     """The stable id of a run: ``<model>-<dataset>[-<param><value>...]-seed<s>-<hash8>``.
 
     Args:
-        config: the plain-data :class:`~vaebias.training.RunConfig` (``to_dict`` form:
+        config: the plain-data :class:`~vaebias.training.loop.RunConfig` (``to_dict`` form:
             model, dataset, model_params, train with every TrainConfig field).
 
     Returns:
@@ -521,8 +521,8 @@ def run_task(spec: dict, *, data=None, preloaded: dict | None = None, progress: 
         touched.
 
     Raises:
-        RunError / ConfigError / DataError: as :func:`vaebias.training.train` and
-        :func:`vaebias.evaluation.evaluate_run` (a run directory of another
+        RunError / ConfigError / DataError: as :func:`vaebias.training.loop.train` and
+        :func:`vaebias.experiments.scoring.evaluate_run` (a run directory of another
         configuration, a missing dataset file, ...).
     """
     t0 = time.perf_counter()
@@ -539,8 +539,8 @@ def run_task(spec: dict, *, data=None, preloaded: dict | None = None, progress: 
         import torch
 
         torch.set_num_threads(int(threads))
-    from vaebias.evaluation import evaluate_run
-    from vaebias.training import RunConfig, train
+    from vaebias.experiments.scoring import evaluate_run
+    from vaebias.training.loop import RunConfig, train
 
     config = from_dict(RunConfig, spec["config"])
     ensure_writable_dir(run_dir)
@@ -577,7 +577,7 @@ def pack_tasks(specs: list[dict], pack: str = "auto", ensemble_size: int = 8) ->
     "members": [specs]}``; runs that do not group stay single specs. Order: each group
     or single run where its first member was.
     """
-    from vaebias.ensemble import can_ensemble
+    from vaebias.training.ensemble import can_ensemble
 
     def on_cuda(spec) -> bool:
         import torch
@@ -619,8 +619,8 @@ def run_group_task(group: dict, *, preloaded: dict | None = None, progress: bool
     Returns:
         one :func:`run_task` result per member, in order.
     """
-    from vaebias.ensemble import train_ensemble
-    from vaebias.training import RunConfig, is_finished
+    from vaebias.training.ensemble import train_ensemble
+    from vaebias.training.loop import RunConfig, is_finished
 
     members = group["members"]
     cwd = members[0].get("cwd")

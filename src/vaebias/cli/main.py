@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from vaebias.errors import ConfigError
+from vaebias._internal.errors import ConfigError
 
 __all__ = ["build_parser", "main"]
 
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true")
 
     sw = sub.add_parser("sweep", help="run a grid of runs (models x datasets x seeds x hyperparameters)")
-    sw.add_argument("grid", help="grid YAML file (see vaebias.sweep)")
+    sw.add_argument("grid", help="grid YAML file (see vaebias.experiments.sweep)")
     sw.add_argument("--out", default=None, help="results folder (default: the grid's 'out'); rerun to resume")
     _launcher_args(sw)
     sw.add_argument("--dry-run", action="store_true", help="list the run ids and exit")
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rb = sub.add_parser("robustness", help="Fig. 5: summarise a line-search sweep (MIG over the primary "
                                            "hyperparameter, over-pruned runs discarded)")
-    rb.add_argument("sweep_out", help="the sweep's results folder (see vaebias.robustness.robustness_grid)")
+    rb.add_argument("sweep_out", help="the sweep's results folder (see vaebias.paper.fig5.robustness_grid)")
 
     tv = sub.add_parser("traverse", help="latent traversals of a trained run (PNG grid, optional GIF)")
     tv.add_argument("run_dir")
@@ -228,7 +228,7 @@ def _check_out(path: str, suffix: str) -> None:
     Raises:
         ConfigError: the suffix is not ``suffix``; RunError: the folder is not writable.
     """
-    from vaebias.io import ensure_writable_dir
+    from vaebias._internal.io import ensure_writable_dir
 
     if Path(path).suffix.lower() != suffix:
         raise ConfigError(f"--out {path!r}: expected a {suffix} path")
@@ -238,7 +238,7 @@ def _check_out(path: str, suffix: str) -> None:
 def _print_and_write(lines: list[str], path: Path | None, settings: dict) -> None:
     """Print a command's Markdown table; with ``path``, also write it there (atomically)
     with its settings and library versions, where ``vaebias report`` picks it up."""
-    from vaebias.io import atomic_path, versions
+    from vaebias._internal.io import atomic_path, versions
 
     print("\n".join(line for line in lines if line))
     if path is not None:
@@ -250,7 +250,7 @@ def _print_and_write(lines: list[str], path: Path | None, settings: dict) -> Non
 
 def _run(args) -> int:
     if args.command == "reproduce":
-        from vaebias.experiments import load_profile, reproduce
+        from vaebias.paper.reproduce import load_profile, reproduce
 
         t0 = time.perf_counter()
         overrides = _params(args.profile_option, "--profile-option")
@@ -261,7 +261,7 @@ def _run(args) -> int:
         print(rep["markdown"])
         print(f"wall time: {time.perf_counter() - t0:.0f} s")
     elif args.command == "sweep":
-        from vaebias.sweep import sweep
+        from vaebias.experiments.sweep import sweep
 
         res = sweep(args.grid, args.out, launcher=args.launcher, workers=args.workers or 1, address=args.address,
                     progress=not args.no_progress, dry_run=args.dry_run)
@@ -273,14 +273,14 @@ def _run(args) -> int:
                   f"and missing runs", file=sys.stderr)
             return 1
     elif args.command == "train":
-        from vaebias.training import train
+        from vaebias.training.loop import train
 
         cfg = {"model": args.model, "dataset": {"name": args.dataset}, "model_params": _params(args.param),
                "train": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
                          "seed": args.seed, "device": args.device,
                          "checkpoint_every": args.checkpoint_every}}
         if args.fast:
-            from vaebias.config import FAST_STEP
+            from vaebias._internal.config import FAST_STEP
 
             cfg["train"].update(FAST_STEP)
         if args.data_parallel is not None:
@@ -293,10 +293,10 @@ def _run(args) -> int:
         print(f"trained {args.model} into {args.out}")
     elif args.command == "evaluate":
         from vaebias.data import load_dataset
-        from vaebias.evaluation import evaluate_run
+        from vaebias.experiments.scoring import evaluate_run
 
         data = load_dataset(args.dataset) if args.dataset else None
-        from vaebias.metrics.evaluate import FAST_MODE
+        from vaebias.metrics.sampling import FAST_MODE
 
         names = "all" if args.metrics == ["all"] else args.metrics
         opts = dict(FAST_MODE) if args.fast else {}
@@ -313,13 +313,13 @@ def _run(args) -> int:
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
             print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in scalars.items()))
     elif args.command == "robustness":
-        from vaebias.robustness import robustness_table, write_robustness
+        from vaebias.paper.fig5 import robustness_table, write_robustness
 
         res = write_robustness(args.sweep_out)
         print(robustness_table(res["rows"]), end="")
         print(f"wrote {res['json']} and {res['png']}")
     elif args.command == "traverse":
-        from vaebias.traversal import write_traversal
+        from vaebias.report.traversal import write_traversal
 
         if args.num_values < 2:
             raise SystemExit(f"vaebias: error: --num-values {args.num_values}: expected at least 2")
@@ -327,8 +327,8 @@ def _run(args) -> int:
                               device=args.device)
         print(f"wrote {res['png']}" + (f" and {res['gif']}" if "gif" in res else ""))
     elif args.command == "fig1":
-        from vaebias.fig1 import fig1_experiment, figure_fig1
-        from vaebias.io import versions, write_json
+        from vaebias.paper.fig1 import fig1_experiment, figure_fig1
+        from vaebias._internal.io import versions, write_json
 
         _check_out(args.out, ".png")  # before the minutes of fitting, not after
         res = fig1_experiment(args.seeds, layout=args.layout, angle=args.angle, noise_var=args.noise_var,
@@ -350,7 +350,7 @@ def _run(args) -> int:
         _print_and_write(lines, Path(args.out).with_suffix(".md"), res["settings"])
         print(f"wrote {png}")
     elif args.command == "theorem1":
-        from vaebias.theory import PASS_TOLERANCE, theorem1_experiment
+        from vaebias.paper.theorem1 import PASS_TOLERANCE, theorem1_experiment
 
         if args.out is not None:
             _check_out(args.out, ".md")
@@ -369,7 +369,7 @@ def _run(args) -> int:
                     "noise_var": args.noise_var}
         _print_and_write(lines, args.out and Path(args.out), settings)
     elif args.command == "udr":
-        from vaebias.evaluation import udr_runs
+        from vaebias.experiments.scoring import udr_runs
 
         res = udr_runs(args.run_dirs, args.out, num_points=args.num_points, seed=args.seed,
                        correlation=args.correlation, device=args.device)
@@ -381,10 +381,10 @@ def _run(args) -> int:
 
         print("\n".join(metric_names()))
     elif args.command == "manipulate":
-        from vaebias.config import TrainConfig
+        from vaebias._internal.config import TrainConfig
         from vaebias.data import load_dataset
-        from vaebias.experiments import EPSILON
-        from vaebias.manipulation import (
+        from vaebias.paper.reproduce import EPSILON
+        from vaebias.manipulation.field import (
             ManipulationConfig,
             export_variants,
             train_manipulation,
@@ -405,8 +405,8 @@ def _run(args) -> int:
         for k, v in paths.items():
             print(f"{k}: {v}")
     elif args.command == "report":
-        from vaebias.html_report import write_html_report
-        from vaebias.report import write_report
+        from vaebias.report.html import write_html_report
+        from vaebias.report.tables import write_report
 
         if (Path(args.out) / "profile.yaml").exists():  # a reproduce folder: its table and Fig. 4 first
             rep = write_report(args.out)
@@ -422,7 +422,7 @@ def _run(args) -> int:
 
         print("\n".join(available()))
     elif args.command == "profiles":
-        from vaebias.experiments import profiles
+        from vaebias.paper.reproduce import profiles
 
         print("\n".join(profiles()))
     return 0
@@ -430,7 +430,7 @@ def _run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from vaebias.data.base import DataError
-    from vaebias.errors import VaebiasError
+    from vaebias._internal.errors import VaebiasError
 
     args = build_parser().parse_args(argv)
     try:

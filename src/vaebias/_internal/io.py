@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from vaebias.errors import RunError
+from vaebias._internal.errors import RunError
 
 __all__ = [
     "atomic_path",

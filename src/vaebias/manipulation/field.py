@@ -27,14 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaebias.config import TrainConfig, check, from_dict, to_dict
+from vaebias._internal.config import TrainConfig, check, from_dict, to_dict
 from vaebias.data.base import GroundTruthData
 from vaebias.data.variants import NOISE_DISTRIBUTIONS, Modified, Noisy, export_dataset
-from vaebias.errors import ConfigError, RunError
-from vaebias.io import ensure_writable_dir, read_yaml, write_yaml
+from vaebias._internal.errors import ConfigError, RunError
+from vaebias._internal.io import ensure_writable_dir, read_yaml, write_yaml
 from vaebias.models.base import reparameterize
 from vaebias.models.networks import ConvDecoder
-from vaebias.training import (
+from vaebias.training.loop import (
     CHECKPOINT,
     _atomic_torch_save,
     fit,
@@ -363,7 +363,8 @@ def train_manipulation(
         "manipulation": to_dict(config),
         "train": to_dict(train_config),
     }
-    fit(manip, data, out_dir, train_config, record, progress=progress, description="manipulation m_psi")
+    fit(manip, data, out_dir, train_config, record, progress=progress, description="manipulation m_psi",
+        record_classes={"manipulation": ManipulationConfig})
     return manip.eval()
 
 

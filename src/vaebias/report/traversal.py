@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaebias.errors import RunError
-from vaebias.io import atomic_path
+from vaebias._internal.errors import RunError
+from vaebias._internal.io import atomic_path
 
 __all__ = ["decoder_of", "traversal_grid", "write_traversal"]
 
@@ -119,7 +119,7 @@ def write_traversal(run_dir: str | os.PathLike, out_png: str | os.PathLike, *, g
     from PIL import Image
 
     from vaebias.data import load_dataset
-    from vaebias.training import is_finished, load_run
+    from vaebias.training.loop import is_finished, load_run
 
     if not is_finished(run_dir):
         raise RunError(f"{str(run_dir)!r} is not a finished training run; train it first")
@@ -153,7 +153,7 @@ def write_traversal(run_dir: str | os.PathLike, out_png: str | os.PathLike, *, g
                 ax.set_xlabel(f"{values[i, j - 1]:.2f}", fontsize=6)
     fig.suptitle(f"{record['model']} ({Path(run_dir).name}): latent traversals around x0 "
                  f"(2nd-98th percentile of each latent)", fontsize=8)
-    from vaebias.report import save_figure
+    from vaebias.report.tables import save_figure
 
     out_png = save_figure(fig, out_png, dpi=110)
     result = {"png": str(out_png), "values": values.tolist()}

@@ -13,7 +13,7 @@
     fig4_<name>.png                    original, ε·m(w), altered images
 
 Every stage is idempotent: finished runs and files are kept, interrupted ones resume.
-The reference and table runs go through the sweep runner (:mod:`vaebias.sweep`): each
+The reference and table runs go through the sweep runner (:mod:`vaebias.experiments.sweep`): each
 is one task (train, evaluate, then a "finished" line in its ``task_log.jsonl``), run in
 this process, in worker processes or on Ray (``launcher``), with the same results.
 """
@@ -27,9 +27,9 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from vaebias.config import TrainConfig, check, from_dict, to_dict, with_defaults
-from vaebias.errors import ConfigError, RunError
-from vaebias.io import atomic_path, ensure_writable_dir, read_json, read_yaml, write_json, write_yaml
+from vaebias._internal.config import TrainConfig, check, from_dict, to_dict, with_defaults
+from vaebias._internal.errors import ConfigError, RunError
+from vaebias._internal.io import atomic_path, ensure_writable_dir, read_json, read_yaml, write_json, write_yaml
 
 __all__ = ["Profile", "load_profile", "profiles", "reproduce", "EPSILON", "VARIANTS"]
 
@@ -62,20 +62,20 @@ class Profile:
         field_width: channel multiplier of m_ψ (see ManipulationConfig).
         checkpoint_every: steps between checkpoints.
         lr: Adam's learning rate in every stage (1e-4, disentanglement_lib's).
-        train_settings: further :class:`~vaebias.config.TrainConfig` fields of every
+        train_settings: further :class:`~vaebias._internal.config.TrainConfig` fields of every
             stage, e.g. the fast step's ``{precision: bf16, channels_last: true,
             fused_adam: true, data_parallel: 0}``.
         entangled_reference: "restart" (the paper, Sec. 4.4: the lowest-MIG restart)
             or "rotated": the highest-MIG restart with its latent space rotated
-            (:func:`vaebias.manipulation.rotate_reference`), for datasets on which
+            (:func:`vaebias.manipulation.field.rotate_reference`), for datasets on which
             every restart disentangles.
-        manipulation: :class:`~vaebias.manipulation.ManipulationConfig` fields for
+        manipulation: :class:`~vaebias.manipulation.field.ManipulationConfig` fields for
             m_ψ and the noise control (``epsilon``, ``loss``, ``clip``, ``clip_in_objective``,
             ``decoder_lr``, ``noise_seed``, ``noise``); unset ones keep their defaults, ε the
             dataset's (EPSILON).
         robustness: Fig. 5's line search (Sec. 5.3), run after the table when set (None:
             off). A mapping with optional keys ``models`` (default: the profile's models
-            with a primary hyperparameter, :data:`vaebias.robustness.PRIMARY`), ``scales``
+            with a primary hyperparameter, :data:`vaebias.paper.fig5.PRIMARY`), ``scales``
             (factors of each model's value in this profile; default 1/4, 1/2, 1, 2, 4),
             ``seeds`` (restarts per value; default the profile's seeds) and ``variants``
             (default original and modified); ``{}`` takes every default. Scale-1 runs of
@@ -139,7 +139,7 @@ class Profile:
             check(key in known, f"train_settings.{key}", self.train_settings[key],
                   f"one of {', '.join(sorted(known))} (the others are set by the profile)")
         TrainConfig(**self.train_settings)  # validates the values
-        from vaebias.manipulation import ManipulationConfig
+        from vaebias.manipulation.field import ManipulationConfig
 
         allowed = {f.name for f in dataclasses.fields(ManipulationConfig)} - {"field_width"}
         for key in self.manipulation:
@@ -160,7 +160,7 @@ class Profile:
             ConfigError: an unknown key, a model without a primary hyperparameter, a scale
                 that is not a finite number > 0, no seed, or an unknown variant.
         """
-        from vaebias.robustness import PRIMARY, SCALES
+        from vaebias.paper.fig5 import PRIMARY, SCALES
 
         r = dict(self.robustness or {})
         allowed = ("models", "scales", "seeds", "variants")
@@ -191,7 +191,7 @@ class Profile:
 
 def profiles() -> list[str]:
     """Names of the built-in profiles."""
-    return sorted(p.name[:-5] for p in resources.files("vaebias.profiles").iterdir()
+    return sorted(p.name[:-5] for p in resources.files("vaebias.paper.profiles").iterdir()
                   if p.name.endswith(".yaml"))
 
 
@@ -204,7 +204,7 @@ def load_profile(name_or_path: str | os.PathLike, **overrides) -> Profile:
     """
     name = os.fspath(name_or_path)
     if name in profiles():
-        data = read_yaml_text(resources.files("vaebias.profiles").joinpath(f"{name}.yaml").read_text())
+        data = read_yaml_text(resources.files("vaebias.paper.profiles").joinpath(f"{name}.yaml").read_text())
     elif Path(name).is_file():
         data = read_yaml(name)
     else:
@@ -221,7 +221,7 @@ def read_yaml_text(text: str):
 
 
 def _canonical(obj) -> str:
-    from vaebias.sweep import _canonical as canonical
+    from vaebias.experiments.sweep import _canonical as canonical
 
     return canonical(obj)
 
@@ -249,7 +249,7 @@ def _check_models_fit(prof: Profile, data) -> None:
         ConfigError: naming the model, the dataset and the model's reason.
     """
     from vaebias.models import build_model
-    from vaebias.training import _defaults_key
+    from vaebias.training.loop import _defaults_key
 
     extra = prof.robustness_plan()["models"] if prof.robustness is not None else []
     for m in dict.fromkeys(("beta_vae", *prof.models, *extra)):
@@ -282,7 +282,7 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
             :func:`vaebias.data.load_dataset`), recorded in ``profile.yaml`` and in every
             run's config.
         launcher, workers, address: how the reference and table runs are executed
-            (:class:`vaebias.sweep.Runner`): ``"local"`` with 1 worker runs them in this
+            (:class:`vaebias.experiments.sweep.Runner`): ``"local"`` with 1 worker runs them in this
             process in order (``workers=None``: the profile's ``workers``, else 1); N workers in N processes; ``"ray"`` one Ray task per run
             (1 CPU, and 1 GPU when ``device`` is CUDA) on the cluster at ``address``.
             Same directories and numbers either way.
@@ -296,7 +296,7 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
         ConfigError: unknown dataset, profile, model or launcher.
     """
     from vaebias.data import load_dataset
-    from vaebias.sweep import Runner
+    from vaebias.experiments.sweep import Runner
 
     t0 = time.perf_counter()
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
@@ -356,15 +356,15 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
 def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: dict, runner, train_cfg,
                       evaluation: dict, *, device: str, progress: bool) -> dict:
     """Stages 1-7 of :func:`reproduce` (the runs go through ``runner``)."""
-    from vaebias.manipulation import (
+    from vaebias.manipulation.field import (
         ManipulationConfig,
         export_variants,
         field_health,
         select_references,
         train_manipulation,
     )
-    from vaebias.report import write_report
-    from vaebias.training import RunConfig
+    from vaebias.report.tables import write_report
+    from vaebias.training.loop import RunConfig
 
     def task(rd: Path, cfg: RunConfig, **meta) -> dict:
         return {"id": str(rd.relative_to(out)), "run_dir": str(rd), "config": to_dict(cfg),
@@ -399,8 +399,8 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
     man_dir = out / "manipulation"
     sel = select_references(scores)
     if prof.entangled_reference == "rotated":
-        from vaebias.evaluation import evaluate_run
-        from vaebias.manipulation import rotate_reference
+        from vaebias.experiments.scoring import evaluate_run
+        from vaebias.manipulation.field import rotate_reference
 
         best = Path(sel["disentangled"])
         rot = rotate_reference(best, out / "references" / f"rotated_{best.name}", data)
@@ -477,8 +477,8 @@ def _robustness_stage(out: Path, dataset: str, prof: Profile, data, variant_spec
     are the table's runs (same directory and config: found finished, not retrained); the
     others go to ``out/robustness/<variant>/<model>_<hyperparameter><value>_seed<seed>``."""
     from vaebias.models import get_model_class
-    from vaebias.robustness import PRIMARY, figure_robustness, robustness_table, summarise_rows
-    from vaebias.training import RunConfig, _defaults_key
+    from vaebias.paper.fig5 import PRIMARY, figure_robustness, robustness_table, summarise_rows
+    from vaebias.training.loop import RunConfig, _defaults_key
 
     plan = prof.robustness_plan()
     tasks = []

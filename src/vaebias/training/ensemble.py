@@ -7,7 +7,7 @@ share each step instead. :func:`train_ensemble` stacks the M members' parameters
 over the stacked tensors. Everything a run owns stays its own:
 
 - initialisation: each member is built under its own seed, exactly as
-  :func:`vaebias.training.train` builds it;
+  :func:`vaebias.training.loop.train` builds it;
 - data: each member draws its batches from ``np.random.default_rng(seed)`` with the
   model's sampler, as the solo run does (where the sampler has ``sample_many``, all
   members' factors are drawn from their own generators and rendered in one call: the
@@ -20,7 +20,7 @@ over the stacked tensors. Everything a run owns stays its own:
   solo optimiser's would;
 - results: each member writes its own run directory, in the format of a solo run
   (``config.yaml`` identical to the solo run's, ``checkpoint.pt``, ``train_log.csv``).
-  A member's checkpoint resumes alone with :func:`vaebias.training.train` and vice
+  A member's checkpoint resumes alone with :func:`vaebias.training.loop.train` and vice
   versa; a finished member is never retrained.
 
 So a member computes the same function, on the same data and noise, as its seed
@@ -46,10 +46,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vaebias.config import from_dict, to_dict
-from vaebias.errors import ConfigError
+from vaebias._internal.config import from_dict, to_dict
+from vaebias._internal.errors import ConfigError
 from vaebias.models.base import NOISE_FEED
-from vaebias.training import (
+from vaebias.training.loop import (
     CHECKPOINT,
     LOG,
     RunConfig,
@@ -145,7 +145,7 @@ def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str |
                    *, progress: bool = True, callback: Callable[[int, list[dict]], None] | None = None):
     """Train M runs of one model, differing only in their seed, as one batched ensemble.
 
-    Each member ends with the run directory its solo :func:`vaebias.training.train`
+    Each member ends with the run directory its solo :func:`vaebias.training.loop.train`
     would write (see the module docstring for what is shared and what is not).
     Finished members are loaded, not retrained; members whose checkpoints stand at
     different steps (e.g. one was continued alone) are trained one by one.

@@ -31,10 +31,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vaebias.config import TrainConfig, check, from_dict, to_dict, with_defaults
+from vaebias._internal.config import TrainConfig, check, from_dict, to_dict, with_defaults
 from vaebias.data.samplers import UniformSampler
-from vaebias.errors import ConfigError, RunError
-from vaebias.io import as_plain, atomic_path, ensure_writable_dir, read_yaml, versions, write_json, write_yaml
+from vaebias.training.sharded import sharded_backward
+from vaebias._internal.errors import ConfigError, RunError
+from vaebias._internal.io import as_plain, atomic_path, ensure_writable_dir, read_yaml, versions, write_json, write_yaml
 
 __all__ = [
     "RunConfig",
@@ -135,6 +136,7 @@ def fit(
     progress: bool = True,
     description: str | None = None,
     callback: Callable[[int, dict], None] | None = None,
+    record_classes: dict | None = None,
 ) -> dict:
     """Train ``model`` on ``data`` in ``run_dir``, resuming from its checkpoint if any.
 
@@ -152,6 +154,8 @@ def fit(
         progress: show a tqdm bar.
         callback: called as ``callback(step, terms)`` after every step (tests use it
             to interrupt a run).
+        record_classes: config dataclasses of ``record``'s sections besides ``"train"``
+            (see :func:`open_run_dir`).
 
     Returns:
         dict with ``"step"``, ``"resumed_from"`` and the last logged loss terms.
@@ -163,7 +167,7 @@ def fit(
     device = resolve_device(cfg.device)
     model.to(device)
     layout = _apply_speed_settings(model, cfg, device)  # refuses bad settings before anything is written
-    run_dir = open_run_dir(run_dir, record)
+    run_dir = open_run_dir(run_dir, record, record_classes)
 
     torch.manual_seed(cfg.seed)  # re-seeded so the model's RNG state is the run's own
     rng = np.random.default_rng(cfg.seed)
@@ -211,8 +215,11 @@ def fit(
     sampler = model.batch_sampler(data) if hasattr(model, "batch_sampler") else UniformSampler(data)
     model.train()
     threads = torch.get_num_threads()
+    step_options = {}
     if getattr(model, "data_parallel", 1) > 1:
         torch.set_num_threads(1)  # one torch thread per shard
+        shards = model.data_parallel
+        step_options["backward"] = lambda m, b: sharded_backward(m, b, shards)
     acc: dict[str, float] = dict(log_acc["sums"])
     n_acc = int(log_acc["n"])
     t_start = time.perf_counter()
@@ -229,7 +236,7 @@ def fit(
             if layout is not None:
                 batch = {k: v.contiguous(memory_format=layout) if torch.is_tensor(v) and v.dim() == 4 else v
                          for k, v in batch.items()}
-            terms = model.training_step(batch, optimizers)
+            terms = model.training_step(batch, optimizers, **step_options)
             step += 1
             for k, v in terms.items():
                 acc[k] = acc.get(k, 0.0) + v
@@ -297,9 +304,14 @@ def log_row(step: int, sums: dict, n: int, images: int, seconds: float, elapsed:
     return row
 
 
-def open_run_dir(run_dir: str | os.PathLike, record: dict) -> Path:
+def open_run_dir(run_dir: str | os.PathLike, record: dict, record_classes: dict | None = None) -> Path:
     """Create ``run_dir`` with ``config.yaml`` (``record``) and ``versions.json``, or check
     that an existing one holds the same configuration.
+
+    ``record_classes`` maps sections of ``record`` besides ``"train"`` (always read as
+    :class:`~vaebias._internal.config.TrainConfig`) to the config dataclass they hold, e.g.
+    ``{"manipulation": ManipulationConfig}``: a saved section is read as that class before
+    the comparison, so that fields added since the file was written take their defaults.
 
     Raises:
         RunError: the folder is unwritable or its config.yaml describes another run.
@@ -308,7 +320,7 @@ def open_run_dir(run_dir: str | os.PathLike, record: dict) -> Path:
     cfg_path = run_dir / "config.yaml"
     if cfg_path.exists():
         # compare as plain data: YAML turns tuples (e.g. in describe()) into lists
-        if not _same_record(read_yaml(cfg_path), record):
+        if not _same_record(read_yaml(cfg_path), record, record_classes or {}):
             raise RunError(
                 f"{cfg_path} holds a different configuration; use a new output folder "
                 f"or delete {str(run_dir)!r} to start over"
@@ -347,7 +359,7 @@ def _apply_speed_settings(model: torch.nn.Module, cfg: TrainConfig, device: torc
 
 
 def data_parallel_shards(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> int:
-    """Shards per step for ``cfg.data_parallel`` (see :class:`~vaebias.config.TrainConfig`):
+    """Shards per step for ``cfg.data_parallel`` (see :class:`~vaebias._internal.config.TrainConfig`):
     0 (auto) -> the process's torch threads on a CPU for a batch-separable model, capped
     at ``batch_size // 8``; otherwise 1. An explicit N > 1 is capped at the batch size.
 
@@ -370,15 +382,14 @@ def data_parallel_shards(model: torch.nn.Module, cfg: TrainConfig, device: torch
     return min(k, cfg.batch_size)
 
 
-def _same_record(old: dict, new: dict) -> bool:
+def _same_record(old: dict, new: dict, classes: dict) -> bool:
     """Whether a saved ``config.yaml`` describes the run of ``new``: compared as plain
-    data, after filling in the TrainConfig (and, for an m_ψ run, ManipulationConfig)
-    fields added since the old file was written."""
+    data, after filling in the fields of TrainConfig and of ``classes``' sections added
+    since the old file was written."""
     old = with_defaults(old, "train", TrainConfig)
-    if old is not None and old.get("stage") == "manipulation":
-        from vaebias.manipulation import ManipulationConfig  # imports this module
-
-        old = with_defaults(old, "manipulation", ManipulationConfig)
+    for key, cls in classes.items():
+        if old is not None:
+            old = with_defaults(old, key, cls)
     return old is not None and as_plain(old) == as_plain(new)
 
 
@@ -453,7 +464,7 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
     record = read_yaml(run_dir / "config.yaml")
     info = record.get("dataset_info") if isinstance(record, dict) else None
     if not isinstance(info, dict) or "model" not in record:
-        raise RunError(f"{str(run_dir / 'config.yaml')!r} does not describe a training run of vaebias.training.train "
+        raise RunError(f"{str(run_dir / 'config.yaml')!r} does not describe a training run of vaebias.training.loop.train "
                        f"(it needs 'model' and 'dataset_info')")
     model = build_model(record["model"], tuple(info["observation_shape"]), len(info["factor_sizes"]),
                         record["model_params"])

@@ -23,8 +23,8 @@ import os
 import time
 from pathlib import Path
 
-from vaebias.errors import RunError
-from vaebias.io import atomic_path, read_json, read_yaml
+from vaebias._internal.errors import RunError
+from vaebias._internal.io import atomic_path, read_json, read_yaml
 
 __all__ = ["write_html_report"]
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from vaebias.io import as_plain, read_json, versions, write_json
+from vaebias._internal.io import as_plain, read_json, versions, write_json
 from vaebias.metrics import evaluate
-from vaebias.training import is_finished, load_run, resolve_device
+from vaebias.training.loop import is_finished, load_run, resolve_device
 
 __all__ = ["evaluate_run", "representation", "udr_runs"]
 
@@ -62,7 +62,7 @@ def evaluate_run(run_dir: str | os.PathLike, metrics=("mig", "active_units"), *,
             valid ones).
     """
     from vaebias.data import load_dataset
-    from vaebias.errors import ConfigError, RunError
+    from vaebias._internal.errors import ConfigError, RunError
     from vaebias.metrics import available
 
     run_dir = Path(run_dir)
@@ -140,7 +140,7 @@ def udr_runs(run_dirs, out: str | os.PathLike, *, data=None, num_points: int = 1
             different datasets.
     """
     from vaebias.data import load_dataset
-    from vaebias.errors import RunError
+    from vaebias._internal.errors import RunError
     from vaebias.metrics import udr_score
 
     run_dirs = [Path(r) for r in run_dirs]

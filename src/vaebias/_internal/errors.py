@@ -1,7 +1,5 @@
 """Exceptions of vaebias. The CLI turns each into one message and a non-zero exit."""
 
-from vaebias.data.base import DataError
-
 __all__ = ["VaebiasError", "ConfigError", "DataError", "RunError"]
 
 
@@ -17,5 +15,5 @@ class RunError(VaebiasError, RuntimeError):
     """A run directory that cannot be used (different config, unwritable folder, ...)."""
 
 
-# DataError lives in data.base so that the data layer has no upward imports;
-# the CLI catches (VaebiasError, DataError).
+class DataError(VaebiasError, ValueError):
+    """A missing, corrupt or mis-shaped data file, or bad factor input."""

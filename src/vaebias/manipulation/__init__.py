@@ -1,0 +1,23 @@
+"""The paper's dataset manipulation (Sec. 4.3-5.2): the two reference models, the field
+m_ψ(w) trained so that x' = x + ε·m_ψ(w) is entangled for the VAE family, its health
+check, and the modified and noise-control datasets (on the fly or exported)."""
+
+from vaebias.manipulation.field import (
+    HEALTH_LIMITS,
+    ManipulationConfig,
+    ManipulationField,
+    Manipulator,
+    dct_rotation,
+    export_variants,
+    field_health,
+    load_field,
+    rotate_reference,
+    select_references,
+    train_manipulation,
+    variant_dataset,
+    variant_paths,
+)
+
+__all__ = ["HEALTH_LIMITS", "ManipulationConfig", "ManipulationField", "Manipulator", "dct_rotation",
+           "export_variants", "field_health", "load_field", "rotate_reference", "select_references",
+           "train_manipulation", "variant_dataset", "variant_paths"]

@@ -1,0 +1,7 @@
+"""The paper's results, one module each: :mod:`~vaebias.paper.reproduce` (Table 1 and the
+whole study from a profile), :mod:`~vaebias.paper.fig1`, :mod:`~vaebias.paper.fig5`
+(robustness over the primary hyperparameter) and :mod:`~vaebias.paper.theorem1`."""
+
+from vaebias.paper.reproduce import EPSILON, VARIANTS, Profile, load_profile, profiles, reproduce
+
+__all__ = ["EPSILON", "VARIANTS", "Profile", "load_profile", "profiles", "reproduce"]
