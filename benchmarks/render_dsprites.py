@@ -2,7 +2,7 @@
 
 Prints images/s for uniformly random batches of several sizes and, unless
 ``--skip-full``, the time to render the whole 737,280-image grid and its mean pixel
-value (the real file's is 0.042494, FACTS.md §1).
+value (the real file's is 0.042494).
 
     python benchmarks/render_dsprites.py --batch-sizes 64 1024 4096 --device cpu
 """

@@ -1,8 +1,8 @@
 """How close is the procedural Shapes3D renderer to the real images?
 
-For each real reference image (``shapes3d_reference_images.npz``: sets ``floor_hue0``
-and ``random``, optionally the dithered ``gif_frames``) the script finds the factor
-classes whose rendering is nearest:
+For each real reference image (``--reference``, an npz of real Shapes3D images, not
+shipped with vaebias: sets ``floor_hue0`` and ``random``, optionally the dithered
+``gif_frames``) the script finds the factor classes whose rendering is nearest:
 
 1. hues: each region's hue (floor: the bottom rows; wall: the image's left and right
    edges at wall height; object: a small window at the image centre, which every
@@ -146,7 +146,12 @@ def _figure(path: pathlib.Path, real: np.ndarray, rend: np.ndarray, gain: float,
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--reference", default=None, help="shapes3d_reference_images.npz")
+    p.add_argument("--reference", default=None,
+                   help="npz of real Shapes3D images, each key a uint8 (n, 64, 64, 3) set: floor_hue0 "
+                        "(25 images of DeepMind's 3dshapes.h5 with floor hue 0), random (25 random "
+                        "images of it), gif_frames (53 palette-dithered frames of the official GIF); "
+                        "default: ../shared/reference/shapes3d/shapes3d_reference_images.npz beside "
+                        "the checkout, then " + str(_DEFAULT_REF))
     p.add_argument("--sets", nargs="+", default=["floor_hue0", "random"],
                    help="reference sets to match (also: gif_frames, palette-dithered)")
     p.add_argument("--supersample", type=int, default=2)

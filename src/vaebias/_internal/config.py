@@ -1,4 +1,4 @@
-"""Validated dataclass configs, serialised to YAML next to every result (DESIGN.md).
+"""Validated dataclass configs, serialised to YAML next to every result.
 
 ``from_dict(Cls, mapping)`` builds a config dataclass from plain data and rejects an
 unknown key (naming the allowed ones) or a value of the wrong type; range checks live
@@ -123,7 +123,7 @@ FAST_STEP = {"precision": "bf16", "channels_last": True, "fused_adam": True, "da
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Settings of the one training loop (disentanglement_lib defaults, FACTS §3).
+    """Settings of the one training loop (disentanglement_lib's defaults, as in the paper, Sec. 5.1).
 
     Attributes:
         steps: optimisation steps (> 0); the paper trains 300,000.

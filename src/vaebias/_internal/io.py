@@ -106,7 +106,7 @@ def _git_commit() -> str | None:
 
 
 def versions() -> dict:
-    """Versions of Python and of the libraries that change numbers (FACTS §2: sklearn's
+    """Versions of Python and of the libraries that change numbers (e.g. sklearn's
     ``mutual_info_score`` changed between 0.20 and 0.24), plus the git commit."""
     import numpy
     import sklearn

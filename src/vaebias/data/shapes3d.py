@@ -3,8 +3,8 @@
 The dataset is the full factorial grid of six factors (class indices), row-major
 with the last factor (``orientation``) varying fastest, exactly as in the real file
 ``3dshapes.h5``; our flat index therefore equals the real file's row index.
-Source of every number below: ``shared/reference/FACTS.md`` §1 and the real images
-in ``shared/reference/shapes3d/shapes3d_reference_images.npz`` (on which the
+Source of every number below: the real file (``labels``, ``images``) and real images
+from it and from the official GIF of DeepMind's ``3d-shapes`` repository (on which the
 renderer's scene was calibrated; see ``docs/shapes3d.md``).
 
 =========== ====== ============================================================
@@ -65,7 +65,7 @@ H5_NAME = "3dshapes.h5"
 NUM_IMAGES = 480_000
 #: environment variable searched by :func:`find_shapes3d_file`
 
-#: constant sky colour of the real images, RGB in [0, 1] (FACTS §1: (153, 226, 249) / 255)
+#: constant sky colour of the real images, RGB in [0, 1] (measured: (153, 226, 249) / 255)
 SKY_RGB: tuple[float, float, float] = (153 / 255, 226 / 255, 249 / 255)
 
 _IMG = 64
@@ -76,7 +76,7 @@ LABEL_TOL = 1e-4
 
 
 def factor_values() -> tuple[np.ndarray, ...]:
-    """The real per-factor value arrays, in factor order (FACTS §1).
+    """The real per-factor value arrays, in factor order (the real ``labels``).
 
     Returns:
         tuple of 6 float64 arrays of lengths ``FACTOR_SIZES``: the three hues
@@ -704,7 +704,7 @@ class Shapes3DFile(GroundTruthData):
         path: the HDF5 file with datasets ``images`` uint8 (480000, 64, 64, 3) and
             ``labels`` float (480000, 6) holding the factor *values* of each row
             (hues k/10, scale linspace(0.75, 1.25, 8), shape 0..3, orientation
-            linspace(-30, 30, 15) degrees; FACTS §1).
+            linspace(-30, 30, 15) degrees).
         in_memory: read all images into memory as uint8 (480000 x 12288 bytes, about
             5.9 GB) instead of reading them from the file on each request (default).
         check_labels: ``"all"`` (default; vectorised, well under a second) maps every

@@ -1,4 +1,4 @@
-"""Sweeps: a grid of runs -> run specs with stable ids -> a launcher (DESIGN.md, "experiments").
+"""Sweeps: a grid of runs -> run specs with stable ids -> a launcher -> one directory per run.
 
 A grid YAML names models, datasets (names, options or dataset files such as the exported
 modified/noise variants), seeds, hyperparameters and the evaluation; every combination is

@@ -1,8 +1,8 @@
 """BetaVAE disentanglement score (Higgins et al. 2017), the disentanglement_lib way.
 
 Definition (``evaluation/metrics/beta_vae.py``, ``compute_beta_vae_sklearn``, of
-disentanglement_lib; ``../shared/reference/FACTS.md`` §2; its configs use
-batch_size 64, num_train 10,000, num_eval 5,000):
+disentanglement_lib, the field's reference; its configs use batch_size 64,
+num_train 10,000, num_eval 5,000):
 
 1. *a point*: pick a factor ``k`` uniformly, draw two batches of ``batch_size``
    factor rows, copy factor ``k`` of every row of the first batch into the same

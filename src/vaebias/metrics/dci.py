@@ -2,8 +2,9 @@
 
 Definition (Eastwood & Williams 2018, "A Framework for the Quantitative
 Evaluation of Disentangled Representations"), computed the way
-disentanglement_lib does it (the field's reference,
-``../shared/reference/FACTS.md`` §2; 10,000 train / 5,000 test points there):
+disentanglement_lib does it (the field's reference: ``evaluation/metrics/dci.py``,
+``compute_dci`` / ``_compute_dci``, ``compute_importance_gbt``, ``disentanglement``,
+``completeness``; its ``dci.gin`` config uses 10,000 train / 5,000 test points):
 
 1. for every factor ``k`` one ``sklearn.ensemble.GradientBoostingClassifier``
    (sklearn's defaults: 100 stages of depth-3 trees, learning rate 0.1) is fitted

@@ -1,7 +1,7 @@
 """FactorVAE disentanglement score (Kim & Mnih 2018), the disentanglement_lib way.
 
-Definition (``evaluation/metrics/factor_vae.py`` of disentanglement_lib, the field's
-reference; ``../shared/reference/FACTS.md`` §2; its configs use batch_size 64,
+Definition (``evaluation/metrics/factor_vae.py``, ``compute_factor_vae``, of
+disentanglement_lib, the field's reference; its configs use batch_size 64,
 num_train 10,000, num_eval 5,000, num_variance_estimate 10,000, prune threshold 0.05):
 
 1. *global variances*: encode ``num_variance_estimate`` uniformly drawn points and

@@ -1,8 +1,10 @@
 """Mutual Information Gap (MIG) and the histogram mutual-information helpers.
 
 Definition (Chen et al. 2018, "Isolating Sources of Disentanglement in VAEs"),
-computed exactly the way disentanglement_lib does it (the field's reference,
-``../shared/reference/FACTS.md`` §2):
+computed exactly the way disentanglement_lib does it (the field's reference:
+``evaluation/metrics/mig.py``, ``compute_mig`` / ``_compute_mig``, with the histogram
+discretizer and ``discrete_mutual_info`` of ``evaluation/metrics/utils.py``; its
+``mig.gin`` config uses num_train 10,000 and 20 bins):
 
 1. every latent column is discretised on its own into ``num_bins`` equal-width
    bins spanning its empirical range, ``np.digitize(z, np.histogram(z, num_bins)[1][:-1])``;

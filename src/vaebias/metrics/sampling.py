@@ -1,6 +1,8 @@
 """Sampling-level evaluation of a representation on a ground-truth dataset.
 
-This is the disentanglement_lib protocol (``../shared/reference/FACTS.md`` §2):
+This is the disentanglement_lib protocol (``evaluation/metrics/utils.py``,
+``generate_batch_factor_code``; the representation of ``postprocessing/methods.py``,
+``mean_representation``):
 draw factor rows uniformly with replacement from the full grid, render their
 images, encode them (for a VAE: the encoder mean) and score the codes against the
 factors with the array-level metrics of :mod:`vaebias.metrics`.

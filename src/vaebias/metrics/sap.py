@@ -2,8 +2,9 @@
 
 Definition (Kumar et al. 2018, "Variational Inference of Disentangled Latent
 Concepts from Unlabeled Observations", Sec. 3), computed the way
-disentanglement_lib does it for discrete factors (the field's reference,
-``../shared/reference/FACTS.md`` §2; 10,000 train / 5,000 test points there):
+disentanglement_lib does it for discrete factors (the field's reference:
+``evaluation/metrics/sap_score.py``, ``compute_sap`` / ``_compute_sap``; its
+``sap_score.gin`` config uses 10,000 train / 5,000 test points):
 
 1. for every latent ``j`` and factor ``k`` a linear SVM
    ``sklearn.svm.LinearSVC(C=0.01, class_weight="balanced")`` is fitted on the

@@ -1,7 +1,7 @@
 """Unsupervised Disentanglement Ranking (UDR; Duan et al. 2020), the disentanglement_lib way.
 
 Definition (``evaluation/udr/metrics/udr.py``, ``compute_udr_sklearn``, of
-disentanglement_lib; ``../shared/reference/FACTS.md`` §2). Given the codes of M
+disentanglement_lib, the field's reference). Given the codes of M
 models on the SAME inputs, and optionally each model's KL divergence to the prior
 per latent:
 

@@ -2,7 +2,8 @@
 
 The standard conv encoder with one deterministic head and the standard decoder,
 trained on the Bernoulli reconstruction loss alone (no KL). Its representation is
-the code itself. Source: FACTS §3 ("Regular autoencoder: same nets, no KL").
+the code itself. Source: the paper's "regular autoencoder" baseline (Sec. 5.1 and
+Table 1): the VAEs' networks, no KL, a deterministic code.
 """
 
 from __future__ import annotations

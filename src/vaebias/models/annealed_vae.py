@@ -11,7 +11,7 @@ steps, then held (Burgess et al. Eq. 8; disentanglement_lib's ``AnnealedVAE`` an
 ``anneal``, which read the global step before it is incremented). KL is the closed
 form summed over latent dimensions and averaged over the batch; one
 reparameterised sample; Bernoulli decoder; standard conv encoder/decoder with
-latent size = number of factors (FACTS §3).
+latent size = number of factors (as in the paper, Sec. 5.1).
 
 The step t is a registered buffer ``step`` (int64, part of ``state_dict()``),
 incremented once per :meth:`AnnealedVAE.training_step`, so a run resumed from a

@@ -26,11 +26,12 @@ biased: e.g. when all posteriors in the batch coincide (true TC = 0) it returns
 (d − 1)·log N, so a logged TC well above 0 early in training is expected.
 
 Architecture and reconstruction: the standard conv encoder/decoder, latent size =
-number of factors, Bernoulli decoder, one reparameterised sample (FACTS §3).
+number of factors (as in the paper, Sec. 5.1), Bernoulli decoder, one reparameterised
+sample (disentanglement_lib's ``BetaTCVAE``).
 
 Defaults: β = 6 on dSprites, β = 32 on Shapes3D (the paper's primary values as
-transcribed in FACTS §3, *unverified*: the paper's supplement was not available).
-Other datasets use β = 6. disentanglement_lib's study sweeps β over
+far as known, *unverified*: its main text does not list them and its supplement was not
+available). Other datasets use β = 6. disentanglement_lib's study sweeps β over
 {1, 2, 4, 6, 8, 10} (``unsupervised_study_v1/sweep.py``). β = 1 is the plain VAE.
 """
 

@@ -6,10 +6,11 @@ Objective, per batch (nats per image):
 
 with a diagonal Gaussian posterior from the standard conv encoder, one
 reparameterised sample z, and a Bernoulli decoder (disentanglement_lib's
-``BetaVAE``; FACTS §3). β = 1 is the plain VAE.
+``BetaVAE`` in ``methods/unsupervised/vae.py``). β = 1 is the plain VAE.
 
 Defaults: β = 8 on dSprites, β = 32 on Shapes3D (the paper's primary values as
-transcribed in FACTS §3, *unverified*: the paper's supplement was not available).
+far as known, *unverified*: its main text does not list them and its supplement was not
+available).
 """
 
 from __future__ import annotations

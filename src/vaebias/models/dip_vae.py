@@ -23,7 +23,8 @@ experiments, *unverified*; II: λ_d = 10), the middle of that grid. The paper
 reproduced here does not train DIP-VAEs; change ``lambda_od`` per run as needed.
 
 Architecture and reconstruction: the standard conv encoder/decoder, latent size =
-number of factors, Bernoulli decoder, one reparameterised sample (FACTS §3).
+number of factors (as in the paper, Sec. 5.1), Bernoulli decoder, one reparameterised
+sample (disentanglement_lib's ``DIPVAE``).
 """
 
 from __future__ import annotations

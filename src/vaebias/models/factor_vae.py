@@ -36,19 +36,19 @@ what disentanglement_lib's simultaneous update computes. As in disentanglement_l
 (``shuffle_codes`` on the same ``z_sampled``), the permuted codes come from the
 *same* batch as the VAE term; Kim & Mnih's Algorithm 2 draws a second batch for the
 permutation. Sharing the batch halves the cost and is the field's reference
-implementation (FACTS §3).
+implementation (disentanglement_lib's ``FactorVAE``).
 
-Architecture (FACTS §3; disentanglement_lib ``fc_discriminator``, after Kim & Mnih
-App. A): the standard conv encoder/decoder, latent size = number of factors;
-discriminator = 6 dense layers of 1000 units with leaky ReLU (slope 0.2), then a
-linear layer to 2 logits. Optimisers: the VAE uses the training config's Adam
-(lr 1e-4, (0.9, 0.999), eps 1e-8 in disentanglement_lib); the discriminator its own
-Adam with lr 1e-4, betas (0.5, 0.9), eps 1e-8 (disentanglement_lib
-``unsupervised_study_v1/model_configs/shared.gin``).
+Architecture (``conv_encoder``, ``deconv_decoder`` and ``fc_discriminator`` of
+``disentanglement_lib.methods.shared.architectures``, after Kim & Mnih App. A): the
+standard conv encoder/decoder, latent size = number of factors; discriminator = 6 dense
+layers of 1000 units with leaky ReLU (slope 0.2), then a linear layer to 2 logits.
+Optimisers: the VAE uses the training config's Adam (lr 1e-4, (0.9, 0.999), eps 1e-8
+in disentanglement_lib); the discriminator its own Adam with lr 1e-4, betas (0.5, 0.9),
+eps 1e-8 (disentanglement_lib ``unsupervised_study_v1/model_configs/shared.gin``).
 
 Defaults: γ = 35 on dSprites, γ = 7 on Shapes3D (the paper's primary values as
-transcribed in FACTS §3, *unverified*: the paper's supplement was not available).
-Other datasets use γ = 35. disentanglement_lib's study sweeps γ over
+far as known, *unverified*: its main text does not list them and its supplement was not
+available). Other datasets use γ = 35. disentanglement_lib's study sweeps γ over
 {10, 20, 30, 40, 50, 100} (``unsupervised_study_v1/sweep.py``).
 """
 

@@ -1,4 +1,5 @@
-"""The standard convolutional encoder and decoder of disentanglement_lib (FACTS §3).
+"""The standard convolutional encoder and decoder of disentanglement_lib (``conv_encoder``
+and ``deconv_decoder`` of ``disentanglement_lib.methods.shared.architectures``).
 
 Encoder (64x64 input): conv 32 k4 s2, conv 32 k4 s2, conv 64 k2 s2, conv 64 k2 s2
 (ReLU; 64 -> 32 -> 16 -> 8 -> 4 px), dense 256 (ReLU), then linear heads.

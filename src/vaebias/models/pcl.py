@@ -3,9 +3,9 @@ temporally dependent stationary sources").
 
 Input: pairs ``(x_{t-1}, x_t)`` from :class:`~vaebias.data.pairs.LaplaceTransitionSampler`
 (``batch["images"]`` is ``x_{t-1}``, ``batch["images2"]`` is ``x_t``), as for Slow-VAE
-in the paper (FACTS §3). A deterministic feature extractor ``h`` (the standard conv
-encoder with one head, latent size = number of factors; no decoder) feeds the
-regression function
+(the paper does not describe PCL's data; its Sec. 2 notes that PCL assumes temporal
+dependencies). A deterministic feature extractor ``h`` (the standard conv encoder with
+one head, latent size = number of factors; no decoder) feeds the regression function
 
     r(h_t, h_{t-1}) = −Σ_i |a_i·h_{t,i} + b_i·h_{t-1,i} + c_i| + Σ_i h_{t,i}² + d
 
@@ -23,15 +23,15 @@ Checked against the authors' PyTorch PCL (Hyvärinen & Morioka's code, ``pcl/pcl
 and ``pcl/train.py``, the AR(1) model); differences:
 
 - they multiply ``Σ h_t²`` by a learnable scalar clamped at >= 0 (init 1); here the
-  weight is fixed at 1 (FACTS §3). Without their batch normalisation of ``h`` this
+  weight is fixed at 1. Without their batch normalisation of ``h`` this
   loses nothing: rescaling ``h -> s·h`` with ``a, b, c -> a/s, b/s, c`` leaves the
   absolute-value term unchanged and multiplies the quadratic term by ``s²``, so the
   encoder's scale plays the role of that weight (for a weight > 0);
 - they batch-normalise ``h``; the standard encoder here has no normalisation;
 - their ``c`` keeps PyTorch's default uniform bias init (their comment says 0); here
-  ``c = 0`` (FACTS §3);
+  ``c = 0``, as their comment says;
 - their negatives replace ``x_{t-1}`` by an independent random sample of the data; here
-  by another pair's ``x_{t-1}`` (the "shuffled h_{t-1}" of FACTS §3). ``π`` is a random
+  by another pair's ``x_{t-1}``, i.e. ``h_{t-1}`` shuffled within the batch. ``π`` is a random
   n-cycle, so no real pair is ever labelled as a negative (a plain permutation
   would relabel about one real pair per batch).
 

@@ -7,7 +7,7 @@ through the standard conv encoder (diagonal Gaussian ``q_j = N(μ_j, σ_j²)``, 
 {t-1, t}) and the Bernoulli decoder (one reparameterised sample per image).
 
 Objective per batch, as in slow_disentanglement (``scripts/solver.py``, ``Solver.train``
-and ``compute_cross_ent_combined``; FACTS §3), every term summed over latent
+and ``compute_cross_ent_combined``), every term summed over latent
 dimensions and averaged over the pairs:
 
     loss = recon(x_{t-1}) + recon(x_t)                                   ("2·recon")
@@ -35,7 +35,7 @@ How this reads the original (it runs the pair as one interleaved batch of 2n ima
 Defaults (dSprites and Shapes3D alike): β = 1, γ = 10, λ (``rate_prior``) = 6 and a
 pair-sampler rate of 1 (``rate_data``): the defaults of slow_disentanglement's
 ``main.py`` (``--beta 1 --gamma 10 --rate-prior 6 --rate-data 1``), used by Klindt
-et al. (2021) for every dataset and listed in FACTS §3. The paper reproduced here
+et al. (2021) for every dataset. The paper reproduced here
 takes "regularization strengths as reported in the literature".
 """
 

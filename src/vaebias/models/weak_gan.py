@@ -4,7 +4,7 @@ Shu, Chen, Kumar, Ermon, Poole, "Weakly Supervised Disentanglement with Guarante
 (ICLR 2020); their TensorFlow code is ``google-research/weak_disentangle``. The studied
 paper (Zietlow et al. 2021, Sec. 5.1) trains it "in the full sharing setting", i.e.
 share pairing on every factor individually (see :mod:`vaebias.data.match_pairs` for
-the mapping of the names); FACTS §3 lists its training settings.
+the mapping of the names); its training settings are listed under "Optimisers" below.
 
 Data: pairs ``(x1, x2)`` with a label ``y`` = the index of the factor the pair shares
 (``pairing = "share"``, default) or changes (``pairing = "change"``).
@@ -61,12 +61,12 @@ throughout, leaky ReLU (slope 0.2) and 128-unit dense layers):
   (``Generator.batch_norm = True``).
 
 Optimisers (``configure_optimizers``): Adam lr 1e-3, betas (0.5, 0.999), eps 1e-8 for
-D and for G+E (FACTS §3; ``train.dec_lr = 1e-3``, ``enc_lr_mul = 1`` in ``gan.gin``).
+D and for G+E (``train.dec_lr = 1e-3``, ``enc_lr_mul = 1`` in Shu et al.'s ``gan.gin``).
 Shu et al. keep separate Adams for G and E with these same settings; Adam acts per
 parameter, so one Adam over the disjoint G and E parameters is the same update. These
 live in the model Config, so the training config's ``lr``/``adam_betas`` (the VAE
-settings) do not apply to this model. Batch 64 and 500,000 steps (FACTS §3) are
-training-config values.
+settings) do not apply to this model. Batch 64 and 500,000 steps (``train.batch_size``,
+``train.iterations`` in ``gan.gin``) are training-config values.
 
 Defaults are the same on dSprites and Shapes3D (Shu et al. use one config for all
 datasets, only the latent size changes); pairing "share" is the studied paper's

@@ -1,5 +1,5 @@
 """The one training loop of vaebias: seeds, device, progress, CSV log, atomic
-checkpoints and resume live here and nowhere else (DESIGN.md, "training").
+checkpoints and resume live here and nowhere else.
 
 A run directory holds ``config.yaml``, ``checkpoint.pt`` (written atomically),
 ``train_log.csv`` and ``versions.json`` (``metrics.json`` is added by evaluation).
