@@ -28,8 +28,7 @@ from pathlib import Path
 import torch
 
 from vaebias.data import load_dataset
-from vaebias.training.ensemble import train_ensemble
-from vaebias.training.loop import train
+from vaebias.training import train, train_ensemble
 
 _spec = importlib.util.spec_from_file_location("train_throughput", Path(__file__).with_name("train_throughput.py"))
 tt = importlib.util.module_from_spec(_spec)

@@ -156,7 +156,7 @@ def synthetic(n_train=10_000, n_test=5_000, d=10, seed=0):
 
 
 def trained_run(cache: Path) -> Path:
-    from vaebias.training.loop import is_finished, train
+    from vaebias.training import is_finished, train
 
     run = cache / "beta_vae_dsprites_2000"
     if not is_finished(run):
@@ -208,7 +208,7 @@ def main() -> None:
     # ---------------------------------------------------------------- part 2
     from vaebias.data import load_dataset
     from vaebias.experiments.scoring import representation
-    from vaebias.training.loop import load_run
+    from vaebias.training import load_run
 
     run = Path(args.run) if args.run else trained_run(Path(args.cache))
     model, record = load_run(run, "cpu")

@@ -24,14 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 import yaml
 
 from vaebias._internal.config import TrainConfig
 from vaebias.data import load_dataset
 from vaebias.metrics import mig
 from vaebias.models import build_model, get_model_class
-from vaebias.training.loop import fit
+from vaebias.training import fit
 
 #: hyperparameters of the weakly supervised GAN when --param sets a width (its networks
 #: have their own widths; see vaebias.models.weak_gan)
@@ -105,7 +104,7 @@ def main() -> None:
             clock = {"t0": time.perf_counter()}
 
             def at_step(step, terms, model=model, scores=scores, run=run, clock=clock,
-                        milestones=milestones):
+                        milestones=milestones, model_name=model_name, seed=seed):
                 if step in milestones and str(step) not in scores:
                     train_s = time.perf_counter() - clock["t0"]
                     model.eval()

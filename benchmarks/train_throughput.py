@@ -45,7 +45,7 @@ import torch
 from vaebias._internal.config import FAST_STEP, TrainConfig
 from vaebias.data import load_dataset
 from vaebias.models import build_model
-from vaebias.training.loop import fit
+from vaebias.training import fit
 
 #: dense bf16 tensor-core peaks, TFLOP/s (vendor data sheets; SXM parts)
 BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0,

@@ -18,16 +18,16 @@ import pytest
 import torch
 import yaml
 
+from vaebias._internal.errors import ConfigError
 from vaebias.data import load_dataset
 from vaebias.data.base import DataError
 from vaebias.data.blobs import Blobs
-from vaebias._internal.errors import ConfigError
 from vaebias.experiments.scoring import representation
-from vaebias.paper.reproduce import Profile, load_profile
 from vaebias.manipulation.field import dct_rotation, rotate_reference
 from vaebias.metrics import evaluate
 from vaebias.models.networks import ConvDecoder, ConvEncoder, image_size_of
-from vaebias.training.loop import load_run, train
+from vaebias.paper.reproduce import Profile, load_profile
+from vaebias.training import load_run, train
 
 
 def test_blob_pixels_by_hand():
@@ -171,8 +171,8 @@ def test_demo_profile_and_new_profile_options():
 
 def test_reproduce_with_a_rotated_reference_and_an_old_profile_file(tmp_path):
     from tests.test_pipeline import TINY
-    from vaebias.cli.main import main
     from vaebias._internal.io import read_json
+    from vaebias.cli.main import main
 
     prof = tmp_path / "p.yaml"
     prof.write_text(yaml.safe_dump(dict(TINY, models=["beta_vae"], seeds=[0], entangled_reference="rotated",
@@ -216,8 +216,8 @@ def test_reproduce_with_dataset_options(tmp_path, capsys):
     """`--dataset-option` reaches every stage (references, table runs, Fig. 4) and is recorded;
     an unknown option is refused before anything is written."""
     from tests.test_pipeline import TINY
-    from vaebias.cli.main import main
     from vaebias._internal.io import read_yaml
+    from vaebias.cli.main import main
 
     prof = tmp_path / "p.yaml"
     prof.write_text(yaml.safe_dump(dict(TINY, models=["ae"], seeds=[0], manipulation={"noise": "sign"})))
@@ -253,8 +253,8 @@ def test_reproduce_with_dataset_options(tmp_path, capsys):
 
 def test_reproduce_profile_options(tmp_path, capsys):
     from tests.test_pipeline import TINY
-    from vaebias.cli.main import main
     from vaebias._internal.io import read_yaml
+    from vaebias.cli.main import main
 
     prof = tmp_path / "p.yaml"
     prof.write_text(yaml.safe_dump(dict(TINY, models=["ae"])))
@@ -292,8 +292,8 @@ def test_reproduce_runs_the_fig5_line_search_when_the_profile_asks(tmp_path, cap
     robustness.json / .md and fig5_<dataset>.png are written, and the report page embeds
     them. A bad plan is refused before anything is written."""
     from tests.test_pipeline import TINY
-    from vaebias.cli.main import main
     from vaebias._internal.io import read_json, read_yaml
+    from vaebias.cli.main import main
 
     prof = tmp_path / "p.yaml"
     base = dict(TINY, models=["ae", "beta_vae"], seeds=[0], model_params={"beta_vae": {"beta": 4.0}})

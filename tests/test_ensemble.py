@@ -16,10 +16,9 @@ import torch
 
 from tests.conftest import tiny_train
 from vaebias._internal.config import from_dict
-from vaebias.training.ensemble import can_ensemble, train_ensemble
 from vaebias._internal.errors import ConfigError
 from vaebias._internal.io import read_yaml
-from vaebias.training.loop import RunConfig, build_run, is_finished, train
+from vaebias.training import RunConfig, build_run, can_ensemble, is_finished, train, train_ensemble
 
 STEPS = 24
 

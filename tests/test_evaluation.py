@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import tiny_train
-from vaebias.data.toy import ToySquares
 from vaebias._internal.errors import RunError
+from vaebias.data.toy import ToySquares
 from vaebias.experiments.scoring import evaluate_run
 from vaebias.metrics import mig
-from vaebias.training.loop import load_run, train
+from vaebias.training import load_run, train
 
 
 def test_evaluate_run_writes_metrics_and_matches_array_level(tmp_path, toy):

@@ -17,7 +17,7 @@ from tests.conftest import tiny_train
 from vaebias._internal.config import TrainConfig
 from vaebias._internal.errors import ConfigError
 from vaebias._internal.io import read_yaml, write_yaml
-from vaebias.training.loop import is_finished, train
+from vaebias.training import is_finished, train
 
 
 def _cfg(model="beta_vae", **train_kw):

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from vaebias._internal.errors import RunError
-from vaebias.report.html import write_html_report
 from vaebias._internal.io import write_json, write_yaml
+from vaebias.report.html import write_html_report
 
 
 @pytest.fixture(scope="session")

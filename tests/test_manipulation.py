@@ -4,12 +4,19 @@ import torch
 
 from tests.conftest import tiny_train
 from vaebias._internal.config import TrainConfig
-from vaebias.data import load_dataset
 from vaebias._internal.errors import ConfigError, RunError
-from vaebias.manipulation.field import (ManipulationConfig, ManipulationField, Manipulator, export_variants,
-                                  load_field, select_references, train_manipulation)
+from vaebias.data import load_dataset
+from vaebias.manipulation.field import (
+    ManipulationConfig,
+    ManipulationField,
+    Manipulator,
+    export_variants,
+    load_field,
+    select_references,
+    train_manipulation,
+)
 from vaebias.models import build_model
-from vaebias.training.loop import train
+from vaebias.training import train
 
 
 class _NoStep:
@@ -82,7 +89,7 @@ def test_manipulation_run_encoders_frozen_and_objective_falls(tmp_path):
     cfg = ManipulationConfig(epsilon=0.1, field_width=0.25, decoder_lr=1e-12)
     tcfg = TrainConfig(steps=40, batch_size=16, lr=1e-3, device="cpu", log_every=10, checkpoint_every=20)
     manip = train_manipulation(toy, runs[1], runs[2], tmp_path / "man", cfg, tcfg, progress=False)
-    from vaebias.training.loop import load_run
+    from vaebias.training import load_run
 
     ref_ent, _ = load_run(runs[1])
     for a, b in zip(ref_ent.encoder.parameters(), manip.ent.encoder.parameters()):
@@ -155,12 +162,21 @@ def test_unclipped_objective_reaches_the_field_where_clipping_cuts_it(toy):
     assert float(grads[False][cut].abs().min()) > 0.0
 
 
-def test_old_manipulation_config_without_clip_in_objective_resumes():
+def test_old_manipulation_config_without_clip_in_objective_resumes(tmp_path):
+    """A config.yaml written before ManipulationConfig had clip_in_objective resumes (the
+    field takes its default), while a different value is refused."""
     from vaebias._internal.config import to_dict
-    from vaebias.training.loop import _same_record
+    from vaebias._internal.errors import RunError
+    from vaebias._internal.io import write_yaml
+    from vaebias.training import open_run_dir
 
     new = {"stage": "manipulation", "manipulation": to_dict(ManipulationConfig()), "train": to_dict(TrainConfig())}
     old = {**new, "manipulation": {k: v for k, v in new["manipulation"].items() if k != "clip_in_objective"}}
-    assert _same_record(old, new)
+    write_yaml(tmp_path / "config.yaml", old)
+    classes = {"manipulation": ManipulationConfig}
+    assert open_run_dir(tmp_path, new, classes) == tmp_path
     other = {**new, "manipulation": to_dict(ManipulationConfig(loss="l2", clip_in_objective=False))}
-    assert not _same_record(old, other)
+    with pytest.raises(RunError, match="different configuration"):
+        open_run_dir(tmp_path, other, classes)
+    with pytest.raises(RunError, match="different configuration"):  # without the class, the old file differs
+        open_run_dir(tmp_path, new)

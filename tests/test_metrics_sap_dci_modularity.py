@@ -114,7 +114,10 @@ def _codes(kind, f, sizes, rng):
     """Codes (N, d) of one fixture kind from factors (N, K)."""
     base = f / (np.asarray(sizes) - 1.0)  # in [0, 1]
     n = f.shape[0]
-    noise = lambda d: 0.05 * rng.standard_normal((n, d))
+
+    def noise(d):
+        return 0.05 * rng.standard_normal((n, d))
+
     if kind == "identity":
         return base + noise(base.shape[1])
     if kind == "rotated":

@@ -12,8 +12,8 @@ import torch
 
 from tests.conftest import tiny_train
 from vaebias._internal.config import TrainConfig
-from vaebias.data.toy import ToySquares
 from vaebias._internal.errors import ConfigError
+from vaebias.data.toy import ToySquares
 from vaebias.metrics import evaluate
 from vaebias.models import available, build_model
 from vaebias.models.annealed_vae import AnnealedVAE, capacity
@@ -21,7 +21,7 @@ from vaebias.models.beta_tc_vae import BetaTCVAE, mws_log_densities, total_corre
 from vaebias.models.beta_vae import BetaVAE
 from vaebias.models.dip_vae import DIPVAEI, DIPVAEII
 from vaebias.models.factor_vae import FactorVAE, permute_dims
-from vaebias.training.loop import is_finished, load_run, train
+from vaebias.training import is_finished, load_run, train
 
 NAMES = ["factor_vae", "beta_tc_vae", "dip_vae_i", "dip_vae_ii", "annealed_vae"]
 SHAPE = (1, 64, 64)

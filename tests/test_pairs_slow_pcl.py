@@ -16,7 +16,7 @@ from vaebias.metrics import evaluate
 from vaebias.models import build_model, model_config
 from vaebias.models.pcl import PCL, random_cycle
 from vaebias.models.slow_vae import SlowVAE, gaussian_laplace_cross_entropy
-from vaebias.training.loop import train
+from vaebias.training import train
 
 
 @pytest.fixture(autouse=True)

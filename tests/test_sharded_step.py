@@ -21,8 +21,8 @@ from vaebias._internal.config import TrainConfig
 from vaebias._internal.errors import ConfigError
 from vaebias.models import build_model
 from vaebias.models.base import NOISE_FEED
+from vaebias.training import data_parallel_shards, load_run, train
 from vaebias.training.sharded import SharedNoise, sharded_backward, split_batch
-from vaebias.training.loop import data_parallel_shards, load_run, train
 
 
 def _cfg(model="beta_vae", **train_kw):
@@ -183,8 +183,8 @@ def test_resume_with_another_shard_count_ends_like_the_unsharded_run(tmp_path, t
 
 
 def test_cli_data_parallel(tmp_path):
-    from vaebias.cli.main import main
     from vaebias._internal.io import read_yaml
+    from vaebias.cli.main import main
 
     assert main(["train", "--model", "beta_vae", "--dataset", "toy", "--steps", "3", "--batch-size", "4",
                  "--device", "cpu", "--data-parallel", "2", "--no-progress", "--out", str(tmp_path / "r")]) == 0

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vaebias.cli.main import main
 from vaebias._internal.errors import ConfigError
+from vaebias.cli.main import main
 from vaebias.experiments.sweep import TASK_LOG, completion, expand, load_grid, run_id
 
 TOY = {"name": "toy", "num_positions": 8}
@@ -348,7 +348,7 @@ def _env():
 
 
 def _start_driver(args, log):
-    return subprocess.Popen([sys.executable, "-m", "vaebias.cli.main", "sweep", *args, "--no-progress"],
+    return subprocess.Popen([sys.executable, "-m", "vaebias", "sweep", *args, "--no-progress"],
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, env=_env(), cwd=log.parent)
 
 
@@ -368,7 +368,7 @@ def _cli(args, log, cwd=None, timeout=300):
     """`vaebias ARGS` in a fresh process (every Ray driver runs so: Ray reads its
     authentication settings once per process). Returns (exit status, output, pid)."""
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "vaebias.cli.main", *args], stdout=fh,
+        proc = subprocess.Popen([sys.executable, "-m", "vaebias", *args], stdout=fh,
                                 stderr=subprocess.STDOUT, env=_env(), cwd=cwd or Path(log).parent)
         try:
             rc = proc.wait(timeout)

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from tests.conftest import tiny_train
-from vaebias.data import load_dataset
 from vaebias._internal.errors import ConfigError, RunError
-from vaebias.training.loop import RunConfig, is_finished, load_run, train
+from vaebias.data import load_dataset
+from vaebias.training import RunConfig, is_finished, load_run, train
 
 
 def _cfg(model="beta_vae", **train_kw):

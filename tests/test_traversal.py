@@ -7,8 +7,8 @@ from PIL import Image
 
 from tests.conftest import tiny_train
 from vaebias._internal.errors import RunError
-from vaebias.training.loop import load_run, train
 from vaebias.report.traversal import traversal_grid, write_traversal
+from vaebias.training import load_run, train
 
 
 def _run(tmp_path, toy, model="beta_vae"):

@@ -13,7 +13,7 @@ from vaebias.data.match_pairs import MatchPairSampler
 from vaebias.data.toy import ToySquares
 from vaebias.models import build_model, model_config
 from vaebias.models.weak_gan import ProjectionDiscriminator, WeakGAN
-from vaebias.training.loop import load_run, train
+from vaebias.training import load_run, train
 
 SMALL = {"disc_width": 0.25, "gen_width": 0.25, "enc_width": 0.25}
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import platform
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+import torch
 import yaml
 
+import vaebias
 from vaebias._internal.errors import RunError
 
 __all__ = [
@@ -24,6 +28,9 @@ __all__ = [
     "as_plain",
     "versions",
     "ensure_writable_dir",
+    "canonical_json",
+    "atomic_torch_save",
+    "load_checkpoint",
 ]
 
 
@@ -112,8 +119,6 @@ def versions() -> dict:
     import sklearn
     import torch
 
-    import vaebias
-
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -140,3 +145,30 @@ def ensure_writable_dir(path) -> Path:
     except OSError as exc:
         raise RunError(f"output folder {str(path)!r} is not writable: {exc.strerror or exc}") from None
     return path
+
+
+def canonical_json(obj) -> str:
+    """Compact JSON with sorted keys: equal plain data gives equal text (run ids, cache keys)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary name, then rename: ``path`` is never partial."""
+    with atomic_path(Path(path)) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """A checkpoint of vaebias (tensors, numbers, strings and containers of them), loaded
+    with ``torch.load(..., weights_only=True)``: no arbitrary Python objects are unpickled.
+
+    Raises:
+        RunError: the file holds other objects (not written by vaebias) or is corrupt.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise RunError(f"{path}: not a vaebias checkpoint (it holds Python objects beyond tensors and "
+                       f"plain data; {str(e).splitlines()[0]}); delete its run directory to retrain") from None
+    except (RuntimeError, EOFError) as e:
+        raise RunError(f"{path}: corrupt checkpoint ({e}); delete its run directory to retrain") from None

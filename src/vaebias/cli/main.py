@@ -16,6 +16,7 @@ folders) print one line ``vaebias: error: ...`` and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import sys
 import time
@@ -23,7 +24,28 @@ from pathlib import Path
 
 import yaml
 
-from vaebias._internal.errors import ConfigError
+from vaebias import __version__
+from vaebias._internal.config import FAST_STEP, TrainConfig
+from vaebias._internal.errors import ConfigError, VaebiasError
+from vaebias._internal.io import atomic_path, ensure_writable_dir, versions, write_json
+from vaebias._internal.log import configure_cli_logging
+from vaebias.data import available as dataset_names
+from vaebias.data import load_dataset
+from vaebias.data.base import DataError
+from vaebias.experiments.scoring import evaluate_run, udr_runs
+from vaebias.experiments.sweep import sweep
+from vaebias.manipulation.field import ManipulationConfig, export_variants, train_manipulation
+from vaebias.metrics import available as metric_names
+from vaebias.metrics.sampling import FAST_MODE
+from vaebias.models import available as model_names
+from vaebias.paper.fig1 import fig1_experiment, figure_fig1
+from vaebias.paper.fig5 import robustness_table, write_robustness
+from vaebias.paper.reproduce import EPSILON, load_profile, profiles, reproduce
+from vaebias.paper.theorem1 import PASS_TOLERANCE, theorem1_experiment
+from vaebias.report.html import write_html_report
+from vaebias.report.tables import write_report
+from vaebias.report.traversal import write_traversal
+from vaebias.training import train
 
 __all__ = ["build_parser", "main"]
 
@@ -85,6 +107,10 @@ def _launcher_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vaebias", description=__doc__.split("\n\n")[0])
+    p.add_argument("--version", action="version", version=f"vaebias {__version__}")
+    loud = p.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="store_true", help="debug log lines on stderr")
+    loud.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("reproduce", help="run every stage of the paper's experiment")
@@ -228,7 +254,6 @@ def _check_out(path: str, suffix: str) -> None:
     Raises:
         ConfigError: the suffix is not ``suffix``; RunError: the folder is not writable.
     """
-    from vaebias._internal.io import ensure_writable_dir
 
     if Path(path).suffix.lower() != suffix:
         raise ConfigError(f"--out {path!r}: expected a {suffix} path")
@@ -238,7 +263,6 @@ def _check_out(path: str, suffix: str) -> None:
 def _print_and_write(lines: list[str], path: Path | None, settings: dict) -> None:
     """Print a command's Markdown table; with ``path``, also write it there (atomically)
     with its settings and library versions, where ``vaebias report`` picks it up."""
-    from vaebias._internal.io import atomic_path, versions
 
     print("\n".join(line for line in lines if line))
     if path is not None:
@@ -250,7 +274,6 @@ def _print_and_write(lines: list[str], path: Path | None, settings: dict) -> Non
 
 def _run(args) -> int:
     if args.command == "reproduce":
-        from vaebias.paper.reproduce import load_profile, reproduce
 
         t0 = time.perf_counter()
         overrides = _params(args.profile_option, "--profile-option")
@@ -261,10 +284,11 @@ def _run(args) -> int:
         print(rep["markdown"])
         print(f"wall time: {time.perf_counter() - t0:.0f} s")
     elif args.command == "sweep":
-        from vaebias.experiments.sweep import sweep
 
         res = sweep(args.grid, args.out, launcher=args.launcher, workers=args.workers or 1, address=args.address,
                     progress=not args.no_progress, dry_run=args.dry_run)
+        if args.dry_run:
+            print("\n".join(res["ids"]))
         if res["failed"]:
             print(f"vaebias: {len(res['failed'])} of {res['total']} runs failed:", file=sys.stderr)
             for r in res["failed"]:
@@ -273,14 +297,12 @@ def _run(args) -> int:
                   f"and missing runs", file=sys.stderr)
             return 1
     elif args.command == "train":
-        from vaebias.training.loop import train
 
         cfg = {"model": args.model, "dataset": {"name": args.dataset}, "model_params": _params(args.param),
                "train": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
                          "seed": args.seed, "device": args.device,
                          "checkpoint_every": args.checkpoint_every}}
         if args.fast:
-            from vaebias._internal.config import FAST_STEP
 
             cfg["train"].update(FAST_STEP)
         if args.data_parallel is not None:
@@ -292,11 +314,8 @@ def _run(args) -> int:
         train(cfg, args.out, progress=not args.no_progress)
         print(f"trained {args.model} into {args.out}")
     elif args.command == "evaluate":
-        from vaebias.data import load_dataset
-        from vaebias.experiments.scoring import evaluate_run
 
         data = load_dataset(args.dataset) if args.dataset else None
-        from vaebias.metrics.sampling import FAST_MODE
 
         names = "all" if args.metrics == ["all"] else args.metrics
         opts = dict(FAST_MODE) if args.fast else {}
@@ -313,13 +332,11 @@ def _run(args) -> int:
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
             print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in scalars.items()))
     elif args.command == "robustness":
-        from vaebias.paper.fig5 import robustness_table, write_robustness
 
         res = write_robustness(args.sweep_out)
         print(robustness_table(res["rows"]), end="")
         print(f"wrote {res['json']} and {res['png']}")
     elif args.command == "traverse":
-        from vaebias.report.traversal import write_traversal
 
         if args.num_values < 2:
             raise SystemExit(f"vaebias: error: --num-values {args.num_values}: expected at least 2")
@@ -327,8 +344,6 @@ def _run(args) -> int:
                               device=args.device)
         print(f"wrote {res['png']}" + (f" and {res['gif']}" if "gif" in res else ""))
     elif args.command == "fig1":
-        from vaebias.paper.fig1 import fig1_experiment, figure_fig1
-        from vaebias._internal.io import versions, write_json
 
         _check_out(args.out, ".png")  # before the minutes of fitting, not after
         res = fig1_experiment(args.seeds, layout=args.layout, angle=args.angle, noise_var=args.noise_var,
@@ -350,7 +365,6 @@ def _run(args) -> int:
         _print_and_write(lines, Path(args.out).with_suffix(".md"), res["settings"])
         print(f"wrote {png}")
     elif args.command == "theorem1":
-        from vaebias.paper.theorem1 import PASS_TOLERANCE, theorem1_experiment
 
         if args.out is not None:
             _check_out(args.out, ".md")
@@ -369,7 +383,6 @@ def _run(args) -> int:
                     "noise_var": args.noise_var}
         _print_and_write(lines, args.out and Path(args.out), settings)
     elif args.command == "udr":
-        from vaebias.experiments.scoring import udr_runs
 
         res = udr_runs(args.run_dirs, args.out, num_points=args.num_points, seed=args.seed,
                        correlation=args.correlation, device=args.device)
@@ -377,18 +390,9 @@ def _run(args) -> int:
             print(f"{rd}: UDR {score:.4f}")
         print(f"wrote {args.out}")
     elif args.command == "metrics":
-        from vaebias.metrics import available as metric_names
 
         print("\n".join(metric_names()))
     elif args.command == "manipulate":
-        from vaebias._internal.config import TrainConfig
-        from vaebias.data import load_dataset
-        from vaebias.paper.reproduce import EPSILON
-        from vaebias.manipulation.field import (
-            ManipulationConfig,
-            export_variants,
-            train_manipulation,
-        )
 
         if args.unclipped_objective and args.loss != "l2":
             raise ConfigError("--unclipped-objective needs --loss l2 (the Bernoulli loss is "
@@ -405,8 +409,6 @@ def _run(args) -> int:
         for k, v in paths.items():
             print(f"{k}: {v}")
     elif args.command == "report":
-        from vaebias.report.html import write_html_report
-        from vaebias.report.tables import write_report
 
         if (Path(args.out) / "profile.yaml").exists():  # a reproduce folder: its table and Fig. 4 first
             rep = write_report(args.out)
@@ -414,25 +416,21 @@ def _run(args) -> int:
             print(f"written: {rep['table_md']}, {rep['table_csv']}, {rep['table_json']}, {rep.get('figure')}")
         print(f"written: {write_html_report(args.out)}")
     elif args.command == "models":
-        from vaebias.models import available
 
-        print("\n".join(available()))
+        print("\n".join(model_names()))
     elif args.command == "datasets":
-        from vaebias.data import available
 
-        print("\n".join(available()))
+        print("\n".join(dataset_names()))
     elif args.command == "profiles":
-        from vaebias.paper.reproduce import profiles
 
         print("\n".join(profiles()))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vaebias.data.base import DataError
-    from vaebias._internal.errors import VaebiasError
-
+    """Run the command line; returns the exit status (2: bad input, 130: interrupted)."""
     args = build_parser().parse_args(argv)
+    configure_cli_logging(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
     try:
         return _run(args)
     except (VaebiasError, DataError) as exc:

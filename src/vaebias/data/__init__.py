@@ -7,20 +7,26 @@
   (``describe()["source"]`` says which).
 - a path to a file: a vaebias dataset file (exported modified/noise data), a real
   dSprites npz/HDF5 file or a real Shapes3D ``3dshapes.h5``, recognised by its contents.
-- any of these with ``variant="modified"`` or ``"noise"`` and ``manipulation=<the folder
-  of a trained m_ψ>``: the paper's altered dataset or its noise control computed on the
-  fly from the base images (no exported file needed).
+
+The paper's altered dataset and its noise control, computed on the fly from a trained
+m_ψ, are loaded by :func:`vaebias.manipulation.load_variant`.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import zipfile
 from pathlib import Path
 
 import h5py
 
+from vaebias._internal.errors import ConfigError
 from vaebias.data.base import DataError, GroundTruthData
+from vaebias.data.blobs import Blobs
+from vaebias.data.dsprites import DSpritesFile, load_dsprites
+from vaebias.data.shapes3d import Shapes3DFile, load_shapes3d
+from vaebias.data.toy import ToySquares
 from vaebias.data.variants import (
     FORMAT,
     ExportedDataset,
@@ -41,8 +47,6 @@ __all__ = [
 ]
 
 _NAMES = ("dsprites", "shapes3d", "toy", "blobs")
-#: the on-the-fly variants of ``load_dataset(..., variant=...)``
-VARIANT_KINDS = ("modified", "noise")
 
 
 def available() -> list[str]:
@@ -73,14 +77,11 @@ def _load_file(path: Path, **kwargs) -> GroundTruthData:
         if kind == "vaebias":
             return ExportedDataset(path, **kwargs)
         if kind == "shapes3d":
-            from vaebias.data.shapes3d import Shapes3DFile
 
             return Shapes3DFile(path, **kwargs)
-        from vaebias.data.dsprites import DSpritesFile
 
         return DSpritesFile(path)
     if zipfile.is_zipfile(path) or path.suffix == ".npz":
-        from vaebias.data.dsprites import DSpritesFile
 
         return DSpritesFile(path)
     raise DataError(
@@ -110,40 +111,23 @@ def load_dataset(name: str | os.PathLike, *, path: str | os.PathLike | None = No
         DataError: a missing, unrecognised or corrupt file.
         ValueError (ConfigError): an unknown dataset name.
     """
-    from vaebias._internal.errors import ConfigError
-
-    variant, manipulation = kwargs.pop("variant", None), kwargs.pop("manipulation", None)
-    if variant is not None or manipulation is not None:
-        if variant not in VARIANT_KINDS:
-            raise ConfigError(f"variant = {variant!r}: expected one of {', '.join(map(repr, VARIANT_KINDS))} "
-                              f"(with manipulation = the folder of a trained m_psi)")
-        if manipulation is None:
-            raise ConfigError(f"variant = {variant!r} needs manipulation = the folder of a trained m_psi")
-        base = load_dataset(name, path=path, data_dir=data_dir, **kwargs)
-        from vaebias.manipulation.field import variant_dataset
-
-        return variant_dataset(base, variant, manipulation)
+    if "variant" in kwargs or "manipulation" in kwargs:
+        raise ConfigError("variant/manipulation: the modified and noise datasets of a trained m_psi are "
+                          "loaded with vaebias.manipulation.load_variant(name, variant=..., manipulation=...)")
     name_str = os.fspath(name)
     if name_str == "dsprites":
-        from vaebias.data.dsprites import load_dsprites
 
         if kwargs:
             raise ConfigError(f"unknown option(s) {', '.join(sorted(kwargs))} for dataset 'dsprites'; it takes none")
         return load_dsprites(path=path, data_dir=data_dir)
     if name_str == "shapes3d":
-        from vaebias.data.shapes3d import load_shapes3d
 
         unknown = sorted(set(kwargs) - {"in_memory"})
         if unknown:
             raise ConfigError(f"unknown option(s) {', '.join(unknown)} for dataset 'shapes3d'; allowed: in_memory")
         return load_shapes3d(path=path, data_dir=data_dir, **kwargs)
     if name_str in ("toy", "blobs"):
-        import inspect
-
-        if name_str == "toy":
-            from vaebias.data.toy import ToySquares as cls
-        else:
-            from vaebias.data.blobs import Blobs as cls
+        cls = ToySquares if name_str == "toy" else Blobs
         allowed = [p for p in inspect.signature(cls).parameters if p != "self"]
         unknown = sorted(set(kwargs) - set(allowed))
         if unknown:

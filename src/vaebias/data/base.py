@@ -12,7 +12,7 @@ The shape of the API follows disentanglement_lib's ``GroundTruthData``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -114,7 +114,7 @@ class GroundTruthData(ABC):
 
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` factor rows drawn uniformly with replacement: int64 (n, K)."""
-        rng = _as_rng(rng)
+        rng = as_rng(rng)
         cols = [rng.integers(0, s, size=n) for s in self.factor_sizes]
         return np.stack(cols, axis=1).astype(np.int64) if cols else np.zeros((n, 0), np.int64)
 
@@ -163,7 +163,7 @@ class GroundTruthData(ABC):
         return f"{type(self).__name__}(name={self.name!r}, factor_sizes={self.factor_sizes})"
 
 
-def _as_rng(rng) -> np.random.Generator:
+def as_rng(rng) -> np.random.Generator:
     if isinstance(rng, np.random.Generator):
         return rng
     if rng is None or isinstance(rng, (int, np.integer)):

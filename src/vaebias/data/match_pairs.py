@@ -32,12 +32,12 @@ unshared factors are independent draws and may coincide by chance.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from vaebias.data.base import GroundTruthData, _as_rng
+from vaebias.data.base import GroundTruthData, as_rng
 
 __all__ = ["MatchPairSampler", "PAIRING_MODES"]
 
@@ -88,7 +88,7 @@ class MatchPairSampler:
     def sample_factors(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Factor rows of ``n`` pairs: (factors1 int64 (n, K), factors2 int64 (n, K),
         label int64 (n,) the shared or changed factor's index)."""
-        rng = _as_rng(rng)
+        rng = as_rng(rng)
         f1 = self.data.sample_factors(n, rng)
         label = self.factor_indices[rng.integers(0, self.factor_indices.size, size=n)]
         rows = np.arange(n)

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import torch
 
+from vaebias._internal.errors import ConfigError, RunError
 from vaebias._internal.io import as_plain, read_json, versions, write_json
-from vaebias.metrics import evaluate
-from vaebias.training.loop import is_finished, load_run, resolve_device
+from vaebias.data import load_dataset
+from vaebias.metrics import available, evaluate, udr_score
+from vaebias.training import is_finished, load_run, resolve_device
 
 __all__ = ["evaluate_run", "representation", "udr_runs"]
 
@@ -61,9 +63,6 @@ def evaluate_run(run_dir: str | os.PathLike, metrics=("mig", "active_units"), *,
         ConfigError (a ValueError): an unknown metric name or option (the message lists the
             valid ones).
     """
-    from vaebias.data import load_dataset
-    from vaebias._internal.errors import ConfigError, RunError
-    from vaebias.metrics import available
 
     run_dir = Path(run_dir)
     if not is_finished(run_dir):
@@ -139,9 +138,6 @@ def udr_runs(run_dirs, out: str | os.PathLike, *, data=None, num_points: int = 1
         RunError: fewer than two runs, an unfinished run, or runs trained on
             different datasets.
     """
-    from vaebias.data import load_dataset
-    from vaebias._internal.errors import RunError
-    from vaebias.metrics import udr_score
 
     run_dirs = [Path(r) for r in run_dirs]
     if len(run_dirs) < 2:

@@ -65,7 +65,16 @@ from typing import Any
 
 from vaebias._internal.config import TrainConfig, check, from_dict, to_dict
 from vaebias._internal.errors import ConfigError, RunError
-from vaebias._internal.io import atomic_path, ensure_writable_dir, read_yaml
+from vaebias._internal.io import atomic_path, canonical_json, ensure_writable_dir, read_yaml
+from vaebias._internal.log import get_logger
+from vaebias.data import DataError, load_dataset
+from vaebias.data import available as available_datasets
+from vaebias.experiments.scoring import evaluate_run
+from vaebias.manipulation.field import load_dataset_spec
+from vaebias.metrics import available as available_metrics
+from vaebias.metrics.sampling import evaluate
+from vaebias.models import get_model_class, model_config
+from vaebias.training import RunConfig, can_ensemble, is_finished, train, train_ensemble
 
 __all__ = [
     "LAUNCHERS",
@@ -93,11 +102,8 @@ TASK_LOG = "task_log.jsonl"
 _EVAL_KEYS = ("metrics", "num_points", "seed", "batch_size")
 
 
-def _say(msg: str) -> None:
-    from tqdm.auto import tqdm
+log = get_logger()
 
-    tqdm.write(f"[vaebias {time.strftime('%H:%M:%S')}] {msg}", file=sys.stdout)
-    sys.stdout.flush()
 
 
 # --------------------------------------------------------------------------------------
@@ -164,7 +170,6 @@ class Grid:
     ensemble_size: int = 8
 
     def __post_init__(self):
-        from vaebias.models import get_model_class
 
         check(len(self.models) >= 1, "models", self.models, "a non-empty list of model names")
         for m in self.models:
@@ -186,27 +191,23 @@ class Grid:
 
 def _dataset_spec(value, where: str) -> dict:
     """A dataset entry as ``load_dataset`` keyword arguments; file paths made absolute."""
-    from vaebias.data import available
-
     if isinstance(value, (str, os.PathLike)):
         value = {"name": os.fspath(value)}
     check(isinstance(value, dict) and isinstance(value.get("name"), str), where, value,
           "a dataset name, a file path, or a mapping with a 'name' key")
     spec = dict(value)
     name = spec["name"]
-    if name not in available():
+    if name not in available_datasets():
         path = Path(name).expanduser()
         check(path.exists(), f"{where}.name", name,
-              f"a dataset name ({', '.join(available())}) or an existing dataset file")
+              f"a dataset name ({', '.join(available_datasets())}) or an existing dataset file")
         spec["name"] = str(path.resolve())
     for key in ("path", "data_dir"):
         if isinstance(spec.get(key), str):
             spec[key] = str(Path(spec[key]).expanduser().resolve())
     if name == "toy":  # cheap to build: check its options now rather than in every task
-        from vaebias.data import DataError, load_dataset
-
         try:
-            load_dataset(**spec)
+            load_dataset(**{k: v for k, v in spec.items() if k not in ("variant", "manipulation")})
         except (TypeError, DataError) as exc:
             raise ConfigError(f"{where} = {value!r}: {exc}") from None
     return spec
@@ -214,9 +215,6 @@ def _dataset_spec(value, where: str) -> dict:
 
 def _evaluate_spec(value) -> dict:
     import inspect
-
-    from vaebias.metrics import available
-    from vaebias.metrics.sampling import evaluate
 
     if value is None:
         value = {"metrics": []}
@@ -231,12 +229,12 @@ def _evaluate_spec(value) -> dict:
     spec.update(value)
     metrics = spec["metrics"]
     if metrics == "all":
-        metrics = available()
+        metrics = available_metrics()
     if isinstance(metrics, str):
         metrics = [metrics]
     check(isinstance(metrics, list), "evaluate.metrics", metrics, "a list of metric names, or 'all'")
-    bad = [m for m in metrics if m not in available()]
-    check(not bad, "evaluate.metrics", bad, f"metric names among {', '.join(available())}")
+    bad = [m for m in metrics if m not in available_metrics()]
+    check(not bad, "evaluate.metrics", bad, f"metric names among {', '.join(available_metrics())}")
     spec["metrics"] = list(metrics)
     for key in ("num_points", "batch_size"):
         check(isinstance(spec[key], int) and not isinstance(spec[key], bool) and spec[key] > 0,
@@ -279,12 +277,8 @@ def load_grid(grid: str | os.PathLike | dict | Grid) -> Grid:
 # run specs and ids
 
 
-def _canonical(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
 def _short_hash(obj) -> str:
-    return hashlib.sha256(_canonical(obj).encode()).hexdigest()[:8]
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:8]
 
 
 def _fmt(value) -> str:
@@ -376,7 +370,6 @@ def expand(grid: str | os.PathLike | dict | Grid, out: str | os.PathLike | None 
         ConfigError: bad grid, model hyperparameter or TrainConfig value (named), or no
             ``out``.
     """
-    from vaebias.models import get_model_class, model_config
 
     g = load_grid(grid)
     out = out if out is not None else g.out
@@ -405,7 +398,7 @@ def expand(grid: str | os.PathLike | dict | Grid, out: str | os.PathLike | None 
             train = to_dict(dataclasses.replace(tcfg, seed=int(seed)))
             config = {"model": m, "dataset": dict(dataset), "model_params": dict(params), "train": train}
             rid = run_id(config)
-            key = _canonical(config)
+            key = canonical_json(config)
             if rid in seen:
                 if seen[rid] != key:
                     raise ConfigError(f"two runs of the grid share the id {rid!r}; change a value")
@@ -478,15 +471,34 @@ def _append(fd: int, record: dict) -> None:
 _DATASETS: OrderedDict[str, Any] = OrderedDict()
 
 
-def _dataset(spec: dict, preloaded: dict | None = None):
+def _within(cwd: str | None, path: str | os.PathLike) -> Path:
+    """``path`` of a spec: relative paths are relative to the spec's ``cwd`` (where the
+    sweep was started; a Ray worker runs elsewhere). The process's own working directory
+    is never changed."""
+    path = Path(path)
+    return path if path.is_absolute() or not cwd else Path(cwd) / path
+
+
+def _located(spec: dict, cwd: str | None) -> dict:
+    """A dataset spec with its relative file and folder paths taken relative to ``cwd``."""
+    out = dict(spec)
+    for key in ("path", "data_dir", "manipulation"):
+        if isinstance(out.get(key), str):
+            out[key] = str(_within(cwd, out[key]))
+    name = out.get("name")
+    if isinstance(name, str) and name not in available_datasets():
+        out["name"] = str(_within(cwd, name))
+    return out
+
+
+def _dataset(spec: dict, preloaded: dict | None = None, cwd: str | None = None):
     """The dataset of ``spec``, from ``preloaded`` or a small per-process cache."""
-    key = _canonical(spec)
+    key = canonical_json(spec)
     if preloaded and key in preloaded:
         return preloaded[key]
+    key = canonical_json([spec, cwd])
     if key not in _DATASETS:
-        from vaebias.data import load_dataset
-
-        _DATASETS[key] = load_dataset(**spec)
+        _DATASETS[key] = load_dataset_spec(_located(spec, cwd))
         while len(_DATASETS) > 2:
             _DATASETS.popitem(last=False)
     _DATASETS.move_to_end(key)
@@ -528,9 +540,7 @@ def run_task(spec: dict, *, data=None, preloaded: dict | None = None, progress: 
     t0 = time.perf_counter()
     info = {"id": spec["id"], "host": socket.gethostname(), "pid": os.getpid()}
     cwd = spec.get("cwd")
-    if cwd and os.path.isdir(cwd) and os.getcwd() != cwd:
-        os.chdir(cwd)
-    run_dir = Path(spec["run_dir"])
+    run_dir = _within(cwd, spec["run_dir"])
     evaluate = spec.get("evaluate")
     done = completion(run_dir, evaluate)
     if done is not None:
@@ -539,8 +549,6 @@ def run_task(spec: dict, *, data=None, preloaded: dict | None = None, progress: 
         import torch
 
         torch.set_num_threads(int(threads))
-    from vaebias.experiments.scoring import evaluate_run
-    from vaebias.training.loop import RunConfig, train
 
     config = from_dict(RunConfig, spec["config"])
     ensure_writable_dir(run_dir)
@@ -550,7 +558,7 @@ def run_task(spec: dict, *, data=None, preloaded: dict | None = None, progress: 
             return {**info, "status": "already", "metrics": done.get("metrics", {}), "seconds": 0.0}
         _append(fd, {"event": "start", "id": spec["id"], "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **info})
         if data is None:
-            data = _dataset(config.dataset, preloaded)
+            data = _dataset(config.dataset, preloaded, cwd)
         train(config, run_dir, data=data, progress=progress)
         metrics = {}
         key = evaluation_key(evaluate)
@@ -577,7 +585,6 @@ def pack_tasks(specs: list[dict], pack: str = "auto", ensemble_size: int = 8) ->
     "members": [specs]}``; runs that do not group stay single specs. Order: each group
     or single run where its first member was.
     """
-    from vaebias.training.ensemble import can_ensemble
 
     def on_cuda(spec) -> bool:
         import torch
@@ -592,7 +599,7 @@ def pack_tasks(specs: list[dict], pack: str = "auto", ensemble_size: int = 8) ->
         if pack == "none" or not can_ensemble(cfg["model"]) or (pack == "auto" and not on_cuda(spec)):
             order.append(spec)
             continue
-        key = _canonical({**cfg, "train": {k: v for k, v in cfg["train"].items() if k != "seed"}})
+        key = canonical_json({**cfg, "train": {k: v for k, v in cfg["train"].items() if k != "seed"}})
         if key not in groups or len(groups[key][-1]) >= ensemble_size:
             groups.setdefault(key, []).append([])
             order.append((key, len(groups[key]) - 1))
@@ -619,13 +626,9 @@ def run_group_task(group: dict, *, preloaded: dict | None = None, progress: bool
     Returns:
         one :func:`run_task` result per member, in order.
     """
-    from vaebias.training.ensemble import train_ensemble
-    from vaebias.training.loop import RunConfig, is_finished
 
-    members = group["members"]
-    cwd = members[0].get("cwd")
-    if cwd and os.path.isdir(cwd) and os.getcwd() != cwd:
-        os.chdir(cwd)
+    cwd = group["members"][0].get("cwd")
+    members = [{**s, "run_dir": str(_within(s.get("cwd"), s["run_dir"]))} for s in group["members"]]
     if threads:
         import torch
 
@@ -638,7 +641,7 @@ def run_group_task(group: dict, *, preloaded: dict | None = None, progress: bool
             todo = [s for s in todo if not is_finished(s["run_dir"])]  # another task may have trained some
             if len(todo) > 1:
                 configs = [from_dict(RunConfig, s["config"]) for s in todo]
-                data = _dataset(configs[0].dataset, preloaded)
+                data = _dataset(configs[0].dataset, preloaded, cwd)
                 train_ensemble(configs, [s["run_dir"] for s in todo], data=data, progress=progress)
     return [run_task(s, preloaded=preloaded, progress=progress) for s in members]
 
@@ -858,7 +861,7 @@ class Runner:
                 raise RunError(f"cannot reach the Ray cluster at address {address!r}: {exc}") from None
             self._ray_started = True
         cpus = ray.cluster_resources().get("CPU", 0)
-        _say(f"ray: {len(specs)} tasks on a cluster with {cpus:g} CPUs, {res.num_cpus:g} CPU"
+        log.info(f"ray: {len(specs)} tasks on a cluster with {cpus:g} CPUs, {res.num_cpus:g} CPU"
              f"{'' if res.num_gpus == 0 else f' + {res.num_gpus:g} GPU'} per task, up to {max_retries} retries")
         remote = ray.remote(num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_retries=max_retries)(_ray_task)
         threads = max(1, int(res.num_cpus))
@@ -951,7 +954,7 @@ def _results_table(specs: list[dict]) -> list[dict]:
             continue
         row = {"id": spec["id"], "model": spec["config"]["model"], "dataset": spec["meta"]["dataset"],
                "seed": spec["config"]["train"]["seed"],
-               "model_params": _canonical(spec["config"]["model_params"]),
+               "model_params": canonical_json(spec["config"]["model_params"]),
                "steps": spec["config"]["train"]["steps"]}
         for name, vals in rec.get("metrics", {}).items():
             for k, v in vals.items():
@@ -1002,7 +1005,8 @@ def sweep(grid: str | os.PathLike | dict | Grid, out: str | os.PathLike | None =
         out: results folder (default: the grid's ``out``).
         launcher, workers, address: see :class:`Runner`.
         progress: progress bars (a run count in the driver; training bars in-process).
-        dry_run: validate and list the runs without writing or running anything.
+        dry_run: validate and list the runs (``"ids"`` of the result) without writing or
+            running anything.
 
     Returns:
         ``{"out", "total", "already", "finished", "failed": [results], "results":
@@ -1024,9 +1028,7 @@ def sweep(grid: str | os.PathLike | dict | Grid, out: str | os.PathLike | None =
     specs = expand(g, out)
     out = Path(specs[0]["run_dir"]).parent.parent if specs else Path(out or g.out)
     if dry_run:
-        for spec in specs:
-            print(spec["id"])
-        return {"out": str(out), "total": len(specs), "already": 0, "finished": 0, "failed": [],
+        return {"out": str(out), "ids": [spec["id"] for spec in specs], "total": len(specs), "already": 0, "finished": 0, "failed": [],
                 "results": [], "wall_time_s": time.perf_counter() - t0}
     todo = [s for s in specs if completion(s["run_dir"], s["evaluate"]) is None]
     if todo and launcher == "ray":
@@ -1037,7 +1039,7 @@ def sweep(grid: str | os.PathLike | dict | Grid, out: str | os.PathLike | None =
     record["out"] = str(out)
     grid_path = out / "sweep.yaml"
     if grid_path.exists() and read_yaml(grid_path) != json.loads(json.dumps(record)):
-        _say(f"the grid differs from the last one in {grid_path}; finished runs of the same "
+        log.info(f"the grid differs from the last one in {grid_path}; finished runs of the same "
              f"configuration are kept, new ones added")
     _write_text(grid_path, yaml.safe_dump(record, sort_keys=False, default_flow_style=False))
     _write_text(out / "manifest.json", _json_text({
@@ -1047,24 +1049,24 @@ def sweep(grid: str | os.PathLike | dict | Grid, out: str | os.PathLike | None =
 
     already = len(specs) - len(todo)
     if not todo:
-        _say(f"{len(specs)} of {len(specs)} runs already finished; nothing to do")
+        log.info(f"{len(specs)} of {len(specs)} runs already finished; nothing to do")
         _write_results(out, _results_table(specs))
         results = [{"id": s["id"], "status": "already"} for s in specs]
         return {"out": str(out), "total": len(specs), "already": already, "finished": 0, "failed": [],
                 "results": results, "wall_time_s": time.perf_counter() - t0}
     how = ("ray" if launcher == "ray" else
            "local, in this process" if workers == 1 else f"local, {workers} worker processes")
-    _say(f"sweep {out}: {len(specs)} runs, {already} already finished, {len(todo)} to run ({how})")
+    log.info(f"sweep {out}: {len(specs)} runs, {already} already finished, {len(todo)} to run ({how})")
     count = {"n": 0}
 
     def on_result(spec, res):
         count["n"] += 1
         if res["status"] == "failed":
-            _say(f"[{count['n']}/{len(todo)}] FAILED {spec['id']}: {res['error']}")
+            log.info(f"[{count['n']}/{len(todo)}] FAILED {spec['id']}: {res['error']}")
         else:
             word = "finished" if res["status"] == "finished" else "already finished"
             summary = _summary_line(res)
-            _say(f"[{count['n']}/{len(todo)}] {word} {spec['id']} ({res.get('seconds', 0):.1f} s)"
+            log.info(f"[{count['n']}/{len(todo)}] {word} {spec['id']} ({res.get('seconds', 0):.1f} s)"
                  + (f": {summary}" if summary else ""))
 
     results = run_tasks(pack_tasks(todo, g.pack, g.ensemble_size), launcher, workers=workers, address=address, resources=g.resources,
@@ -1080,10 +1082,10 @@ def sweep(grid: str | os.PathLike | dict | Grid, out: str | os.PathLike | None =
     elif fail_log.exists():
         fail_log.unlink()
     wall = time.perf_counter() - t0
-    _say(f"sweep done: {finished} finished now, {already} already finished, {len(failed)} failed, "
+    log.info(f"sweep done: {finished} finished now, {already} already finished, {len(failed)} failed, "
          f"of {len(specs)}; results in {out / 'results.csv'}; wall time {wall:.0f} s")
     if failed:
-        _say(f"{len(failed)} run(s) failed, e.g. {failed[0]['id']}: {failed[0].get('error', '?')}; "
+        log.info(f"{len(failed)} run(s) failed, e.g. {failed[0]['id']}: {failed[0].get('error', '?')}; "
              f"tracebacks in {fail_log}")
     by_id = {r["id"]: r for r in results}
     return {"out": str(out), "total": len(specs), "already": already, "finished": finished, "failed": failed,

@@ -4,13 +4,16 @@ check, and the modified and noise-control datasets (on the fly or exported)."""
 
 from vaebias.manipulation.field import (
     HEALTH_LIMITS,
+    VARIANT_KINDS,
     ManipulationConfig,
     ManipulationField,
     Manipulator,
     dct_rotation,
     export_variants,
     field_health,
+    load_dataset_spec,
     load_field,
+    load_variant,
     rotate_reference,
     select_references,
     train_manipulation,
@@ -18,6 +21,6 @@ from vaebias.manipulation.field import (
     variant_paths,
 )
 
-__all__ = ["HEALTH_LIMITS", "ManipulationConfig", "ManipulationField", "Manipulator", "dct_rotation",
-           "export_variants", "field_health", "load_field", "rotate_reference", "select_references",
+__all__ = ["HEALTH_LIMITS", "VARIANT_KINDS", "ManipulationConfig", "ManipulationField", "Manipulator", "dct_rotation",
+           "export_variants", "field_health", "load_dataset_spec", "load_field", "load_variant", "rotate_reference", "select_references",
            "train_manipulation", "variant_dataset", "variant_paths"]

@@ -28,19 +28,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaebias._internal.config import TrainConfig, check, from_dict, to_dict
+from vaebias._internal.errors import ConfigError, RunError
+from vaebias._internal.io import atomic_torch_save, ensure_writable_dir, load_checkpoint, read_yaml, write_yaml
+from vaebias.data import load_dataset
 from vaebias.data.base import GroundTruthData
 from vaebias.data.variants import NOISE_DISTRIBUTIONS, Modified, Noisy, export_dataset
-from vaebias._internal.errors import ConfigError, RunError
-from vaebias._internal.io import ensure_writable_dir, read_yaml, write_yaml
 from vaebias.models.base import reparameterize
 from vaebias.models.networks import ConvDecoder
-from vaebias.training.loop import (
-    CHECKPOINT,
-    _atomic_torch_save,
-    fit,
-    load_run,
-    resolve_device,
-)
+from vaebias.training import fit, load_run, resolve_device
+from vaebias.training.rundir import CHECKPOINT
 
 __all__ = [
     "ManipulationConfig",
@@ -54,6 +50,9 @@ __all__ = [
     "export_variants",
     "variant_dataset",
     "variant_paths",
+    "load_variant",
+    "load_dataset_spec",
+    "VARIANT_KINDS",
     "field_health",
     "HEALTH_LIMITS",
 ]
@@ -331,9 +330,9 @@ def rotate_reference(source_dir: str | os.PathLike, out_dir: str | os.PathLike, 
         if old.get("matrix") == rotation["matrix"] and old.get("active_units") == active:
             return {"run_dir": str(out_dir), "active": active, "rotation": q.tolist()}  # done before
         raise RunError(f"{out_dir / 'config.yaml'} holds another rotation; delete {str(out_dir)!r} to redo it")
-    state = torch.load(Path(source_dir) / CHECKPOINT, map_location="cpu", weights_only=False)
+    state = load_checkpoint(Path(source_dir) / CHECKPOINT, map_location="cpu")
     state["model"] = model.state_dict()
-    _atomic_torch_save(state, out_dir / CHECKPOINT)
+    atomic_torch_save(state, out_dir / CHECKPOINT)
     write_yaml(out_dir / "config.yaml", rec)
     return {"run_dir": str(out_dir), "active": active, "rotation": q.tolist()}
 
@@ -385,7 +384,7 @@ def load_field(manipulation_dir: str | os.PathLike, device="cpu") -> tuple[Manip
     categorical = info.get("categorical_factors", [])
     field = ManipulationField(info["factor_sizes"], categorical, info["observation_shape"][0],
                               width=cfg.field_width, image_size=info["observation_shape"][1])
-    state = torch.load(d / CHECKPOINT, map_location=resolve_device(device), weights_only=False)
+    state = load_checkpoint(d / CHECKPOINT, map_location=resolve_device(device))
     prefix = "field."
     field.load_state_dict({k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)})
     return field.to(resolve_device(device)).eval(), cfg
@@ -465,7 +464,7 @@ def variant_dataset(base: GroundTruthData, kind: str, manipulation_dir, device="
 
     The images equal those of :func:`export_variants` before the export's rounding to
     1/255 steps (|difference| ≤ 1/255), without the file (5.9 GB per variant for
-    Shapes3D). What ``load_dataset(name, variant=..., manipulation=...)`` returns.
+    Shapes3D). What :func:`load_variant` returns.
 
     Raises:
         RunError: no finished manipulation run in ``manipulation_dir``.
@@ -486,6 +485,40 @@ def variant_dataset(base: GroundTruthData, kind: str, manipulation_dir, device="
         return Modified(base, field, cfg.epsilon, clip=cfg.clip, name=f"{base.name}_modified")
     return Noisy(base, cfg.epsilon, seed=cfg.noise_seed, clip=cfg.clip, name=f"{base.name}_noise",
                  distribution=cfg.noise)
+
+
+#: the on-the-fly variants of :func:`load_variant`
+VARIANT_KINDS = ("modified", "noise")
+
+
+def load_variant(name, *, variant: str, manipulation, **kwargs) -> GroundTruthData:
+    """``load_dataset(name, **kwargs)`` altered by a trained m_ψ: the paper's modified
+    dataset (``variant="modified"``) or its noise control (``"noise"``), computed on the
+    fly (:func:`variant_dataset`; no exported file needed).
+
+    Args:
+        name, kwargs: what :func:`vaebias.data.load_dataset` takes.
+        variant: ``"modified"`` or ``"noise"``.
+        manipulation: the folder of a finished m_ψ run.
+
+    Raises:
+        ConfigError: an unknown ``variant`` or no ``manipulation``; see also
+            :func:`variant_dataset` and :func:`vaebias.data.load_dataset`.
+    """
+    if variant not in VARIANT_KINDS:
+        raise ConfigError(f"variant = {variant!r}: expected one of {', '.join(map(repr, VARIANT_KINDS))} "
+                          f"(with manipulation = the folder of a trained m_psi)")
+    if manipulation is None:
+        raise ConfigError(f"variant = {variant!r} needs manipulation = the folder of a trained m_psi")
+    return variant_dataset(load_dataset(name, **kwargs), variant, manipulation)
+
+
+def load_dataset_spec(spec: dict) -> GroundTruthData:
+    """The dataset of a run spec's ``dataset`` entry: :func:`vaebias.data.load_dataset`'s
+    keyword arguments, or with ``variant`` and ``manipulation`` those of :func:`load_variant`."""
+    if spec.get("variant") is not None or spec.get("manipulation") is not None:
+        return load_variant(**spec)
+    return load_dataset(**{k: v for k, v in spec.items() if k not in ("variant", "manipulation")})
 
 
 def export_variants(base: GroundTruthData, manipulation_dir, out_dir, *, device="auto",

@@ -21,26 +21,23 @@ Sampling-level metrics draw their own fixed-factor batches from a dataset:
 points instead (:mod:`vaebias.metrics.pool`; the fast mode of :func:`evaluate`).
 
 :func:`evaluate` samples a dataset, encodes it and runs metrics chosen by name from
-the registry below. A new metric plugs in with::
+the registry (:mod:`vaebias.metrics.registry`). A new metric plugs in with::
 
     @register("my_metric")
-    def _my_metric(ctx):      # ctx: vaebias.metrics.sampling.EvalContext
+    def my_metric_adapter(ctx):   # ctx: vaebias.metrics.sampling.EvalContext
         return my_metric(ctx.codes, ctx.factors)   # or draw its own samples via ctx
 """
 
-from __future__ import annotations
-
-from collections.abc import Callable
-
-from .active_units import active_units
-from .beta_vae_score import _beta_vae_metric, beta_vae_score, beta_vae_score_from_pool
-from .dci import _dci_metric, dci, dci_from_importances
-from .evaluate import EvalContext, _active_units_metric, _mig_metric, evaluate
-from .factor_vae_score import _factor_vae_metric, factor_vae_score, factor_vae_score_from_pool
-from .mig import discretize, mig, mutual_information_matrix
-from .modularity import _modularity_explicitness_metric, modularity_explicitness
-from .sap import _sap_metric, sap
-from .udr import udr, udr_score
+from vaebias.metrics.active_units import active_units
+from vaebias.metrics.beta_vae_score import beta_vae_score, beta_vae_score_from_pool
+from vaebias.metrics.dci import dci, dci_from_importances
+from vaebias.metrics.factor_vae_score import factor_vae_score, factor_vae_score_from_pool
+from vaebias.metrics.mig import discretize, mig, mutual_information_matrix
+from vaebias.metrics.modularity import modularity_explicitness
+from vaebias.metrics.registry import METRICS, available, register
+from vaebias.metrics.sampling import EvalContext, evaluate
+from vaebias.metrics.sap import sap
+from vaebias.metrics.udr import udr, udr_score
 
 __all__ = [
     "METRICS",
@@ -63,38 +60,3 @@ __all__ = [
     "udr",
     "udr_score",
 ]
-
-#: name -> function(ctx: EvalContext) -> result dict; used by :func:`evaluate`.
-METRICS: dict[str, Callable[[EvalContext], dict]] = {}
-
-
-def register(name: str):
-    """Decorator adding ``fn(ctx) -> dict`` to the registry under ``name``.
-
-    Raises:
-        ValueError: ``name`` is empty, not a string, or already registered.
-    """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"metric name must be a non-empty string; got {name!r}")
-
-    def deco(fn):
-        if name in METRICS:
-            raise ValueError(f"metric {name!r} is already registered")
-        METRICS[name] = fn
-        return fn
-
-    return deco
-
-
-def available() -> list[str]:
-    """Sorted names of the metrics usable in :func:`evaluate`."""
-    return sorted(METRICS)
-
-
-register("mig")(_mig_metric)
-register("active_units")(_active_units_metric)
-register("sap")(_sap_metric)  # train: shared sample; test: ctx.test_codes (rng(1))
-register("dci")(_dci_metric)  # same split; backend: ctx.dci_backend
-register("modularity_explicitness")(_modularity_explicitness_metric)  # same split
-register("factor_vae_score")(_factor_vae_metric)  # own draws: ctx.rng(2)
-register("beta_vae_score")(_beta_vae_metric)  # own draws: ctx.rng(3)

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .mig import _to_numpy
+from vaebias.metrics._checks import to_numpy
 
 __all__ = ["active_units"]
 
@@ -39,7 +39,7 @@ def active_units(variances, threshold: float = 0.8, num_factors: int | None = No
         ValueError: variances not 2-D, empty, non-real, non-finite or negative; a
             bad threshold or num_factors.
     """
-    v = _to_numpy(variances)
+    v = to_numpy(variances)
     if v.ndim != 2:
         raise ValueError(f"variances must be a 2-D array (N, d); got shape {v.shape}")
     if v.shape[0] == 0:

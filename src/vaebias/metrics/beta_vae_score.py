@@ -36,15 +36,18 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .factor_vae_score import (
-    DEFAULT_ENCODE_BATCH,
-    _as_generator,
-    _check_int,
-    _draw_factor_index,
-    _encode_rows,
-    _varying_factors,
+from vaebias.metrics._checks import (
+    as_generator,
+    check_int,
+    draw_factor_index,
+    encode_rows,
+    evaluation_pool,
+    to_numpy,
+    varying_factor_indices,
 )
-from .mig import _to_numpy
+from vaebias.metrics.factor_vae_score import DEFAULT_ENCODE_BATCH
+from vaebias.metrics.pool import ValueGroups, check_pool
+from vaebias.metrics.registry import register
 
 __all__ = ["beta_vae_accuracy", "beta_vae_features", "beta_vae_score", "beta_vae_score_from_pool"]
 
@@ -63,7 +66,7 @@ def beta_vae_features(codes1, codes2) -> np.ndarray:
     Raises:
         ValueError: not 3-D real arrays, shapes differ, B = 0 or non-finite codes.
     """
-    a, b = _to_numpy(codes1), _to_numpy(codes2)
+    a, b = to_numpy(codes1), to_numpy(codes2)
     for name, x in (("codes1", a), ("codes2", b)):
         if x.ndim != 3 or x.dtype.kind not in "biuf":
             raise ValueError(f"{name} must be a real array (n, B, d); got shape {x.shape}, "
@@ -79,7 +82,7 @@ def beta_vae_features(codes1, codes2) -> np.ndarray:
 
 
 def _check_xy(x, y, name: str):
-    x, y = _to_numpy(x), _to_numpy(y)
+    x, y = to_numpy(x), to_numpy(y)
     if x.ndim != 2 or x.shape[0] == 0 or x.dtype.kind not in "biuf":
         raise ValueError(f"{name}_features must be a non-empty real array (n, d); got shape {x.shape}, "
                          f"dtype {x.dtype}")
@@ -132,7 +135,7 @@ def beta_vae_accuracy(train_features, train_labels, eval_features, eval_labels, 
 # ------------------------------------------------------------------ sampling
 def _paired_batches(data, rng, varying, n: int, batch_size: int):
     """Draw ``n`` BetaVAE points: (labels (n,), rows1, rows2 int64 (n, B, K))."""
-    _, k = _draw_factor_index(rng, varying, n)
+    _, k = draw_factor_index(rng, varying, n)
     rows1 = data.sample_factors(n * batch_size, rng).reshape(n, batch_size, -1)
     rows2 = data.sample_factors(n * batch_size, rng).reshape(n, batch_size, -1)
     v = np.arange(n)
@@ -149,7 +152,7 @@ def _point_set(data, represent, rng, varying, n, batch_size, device, encode_batc
         f1, f2 = rows1[start:start + per_call], rows2[start:start + per_call]
         m = f1.shape[0]
         both = np.concatenate([f1.reshape(-1, num_factors), f2.reshape(-1, num_factors)])
-        codes = _encode_rows(data, represent, both, device=device, encode_batch=both.shape[0])
+        codes = encode_rows(data, represent, both, device=device, encode_batch=both.shape[0])
         if features and codes.shape[1] != features[0].shape[1]:
             raise ValueError(f"represent returned codes of different widths: "
                              f"{features[0].shape[1]} and {codes.shape[1]}")
@@ -197,20 +200,20 @@ def beta_vae_score(data, represent: Callable, *, random_state=0, batch_size: int
     """
     import sklearn
 
-    batch_size = _check_int(batch_size, "batch_size", 1)
-    num_train = _check_int(num_train, "num_train", 1)
-    num_eval = _check_int(num_eval, "num_eval", 1)
-    encode_batch = _check_int(encode_batch, "encode_batch", 1)
-    classifier_seed = _check_int(classifier_seed, "classifier_seed", 0)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    num_train = check_int(num_train, "num_train", 1)
+    num_eval = check_int(num_eval, "num_eval", 1)
+    encode_batch = check_int(encode_batch, "encode_batch", 1)
+    classifier_seed = check_int(classifier_seed, "classifier_seed", 0)
     if not callable(represent):
         raise ValueError(f"represent must be callable; got {type(represent).__name__}")  # noqa: TRY004
-    varying = _varying_factors(data)
+    varying = varying_factor_indices(data)
     if varying.size < 2:
         raise ValueError(
             f"the BetaVAE score needs at least two factors with more than one class (a classifier "
             f"over one label is meaningless); factor_sizes = {tuple(data.factor_sizes)}"
         )
-    rng = _as_generator(random_state)
+    rng = as_generator(random_state)
     x_train, y_train = _point_set(data, represent, rng, varying, num_train, batch_size, device,
                                   encode_batch)
     x_eval, y_eval = _point_set(data, represent, rng, varying, num_eval, batch_size, device,
@@ -253,22 +256,20 @@ def beta_vae_score_from_pool(codes, factors, *, random_state=0, batch_size: int 
     """
     import sklearn
 
-    from .pool import ValueGroups, check_pool
-
-    batch_size = _check_int(batch_size, "batch_size", 1)
-    num_train = _check_int(num_train, "num_train", 1)
-    num_eval = _check_int(num_eval, "num_eval", 1)
-    classifier_seed = _check_int(classifier_seed, "classifier_seed", 0)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    num_train = check_int(num_train, "num_train", 1)
+    num_eval = check_int(num_eval, "num_eval", 1)
+    classifier_seed = check_int(classifier_seed, "classifier_seed", 0)
     c, f = check_pool(codes, factors)
     groups = ValueGroups(f, batch_size)
     varying = groups.varying
     if varying.size < 2:
         raise ValueError(f"the BetaVAE score needs at least two factors that vary in the pool; "
                          f"only factor {varying.tolist()} does")
-    rng = _as_generator(random_state)
+    rng = as_generator(random_state)
 
     def points(n):
-        _, k = _draw_factor_index(rng, varying, n)
+        _, k = draw_factor_index(rng, varying, n)
         first = rng.integers(0, c.shape[0], size=(n, batch_size))
         second = groups.same_value(rng, k, first)
         feats = [beta_vae_features(c[first[s:s + 2000]], c[second[s:s + 2000]])
@@ -285,13 +286,12 @@ def beta_vae_score_from_pool(codes, factors, *, random_state=0, batch_size: int 
     return acc
 
 
+@register("beta_vae_score")
 def _beta_vae_metric(ctx) -> dict:
     """Registry adapter: defaults of disentanglement_lib, draws from ``ctx.rng(3)``; with
     ``ctx.score_sampling == "pool"`` from the shared and test samples' codes."""
     if ctx.score_sampling == "pool":
-        from .factor_vae_score import _pool
-
-        codes, factors = _pool(ctx)
+        codes, factors = evaluation_pool(ctx)
         return beta_vae_score_from_pool(codes, factors, random_state=ctx.rng(3),
                                         num_train=ctx.score_num_train,
                                         num_eval=ctx.score_num_eval)

@@ -23,7 +23,7 @@ When ``R`` is all zeros (e.g. every code constant, so no tree ever splits) the
 weights become uniform, as in the reference; the per-row entropies are then
 those of the uniform ``1e-11`` rows, so ``D = C = 0`` up to rounding.
 
-The classifier is a pluggable backend (``_BACKENDS``): ``"sklearn"`` is the
+The classifier is a pluggable backend (``BACKENDS``): ``"sklearn"`` is the
 parity mode (one sklearn classifier per factor, exactly the reference's call
 plus a fixed ``random_state``); ``"hist"`` is the fast mode
 (:mod:`vaebias.metrics._gbt`: D and C within 0.01 of the reference's, accuracies
@@ -41,8 +41,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .mig import _to_numpy
-from .sap import _check_n_jobs, _check_split, _ctx_random_state, _varying_factors
+from vaebias.metrics._checks import check_n_jobs, check_split, ctx_random_state, to_numpy, varying_factor_mask
+from vaebias.metrics._gbt import boosted_importances
+from vaebias.metrics.registry import register
 
 __all__ = ["dci", "dci_from_importances"]
 
@@ -72,13 +73,11 @@ def _hist_backend(x_train, y_train, x_test, y_test, random_state):
     model on histogram-binned codes with exact refinement of each chosen split (~20x
     faster than sklearn on dSprites-sized inputs; differences stated in ``gbt``'s
     docstring and pinned by ``tests/test_gbt.py``)."""
-    from .gbt import boosted_importances
-
     return boosted_importances(x_train, y_train, x_test, y_test, random_state)
 
 
 #: name -> backend function (see the module docstring for the contract).
-_BACKENDS: dict[str, Callable] = {"sklearn": _sklearn_backend, "hist": _hist_backend}
+BACKENDS: dict[str, Callable] = {"sklearn": _sklearn_backend, "hist": _hist_backend}
 
 
 # ------------------------------------------------------- scores from R alone
@@ -92,7 +91,7 @@ def _normalised_entropy(p: np.ndarray, base: int) -> np.ndarray:
 
 
 def _check_importances(importance_matrix) -> np.ndarray:
-    r = _to_numpy(importance_matrix)
+    r = to_numpy(importance_matrix)
     if r.ndim != 2:
         raise ValueError(
             f"importance_matrix must be a 2-D array (num_codes d, num_factors K); got shape {r.shape}"
@@ -172,7 +171,7 @@ def dci(train_codes, train_factors, test_codes, test_factors, *, backend: str = 
     with subsample=1 and max_features=None the seed only breaks ties between
     equally good splits (e.g. duplicated code columns), so the numbers agree with
     the reference up to those ties. More backends may be registered in
-    ``vaebias.metrics.dci._BACKENDS``.
+    ``vaebias.metrics.dci.BACKENDS``.
 
     Edge cases:
 
@@ -191,7 +190,7 @@ def dci(train_codes, train_factors, test_codes, test_factors, *, backend: str = 
         train_factors: non-negative integer class indices (N, K), K >= 1.
         test_codes: real array (M, d), same d.
         test_factors: integer class indices (M, K), same K.
-        backend: a key of ``_BACKENDS`` (``"sklearn"``).
+        backend: a key of ``BACKENDS`` (``"sklearn"``).
         random_state: passed to the backend (the sklearn classifiers' seed).
         n_jobs: factors fitted in parallel with joblib (processes); 1 = serial
             (default), -1 = all cores. The result does not depend on it.
@@ -211,12 +210,12 @@ def dci(train_codes, train_factors, test_codes, test_factors, *, backend: str = 
             the available ones); a bad ``n_jobs``; a backend returning importances
             of the wrong shape or negative/non-finite values.
     """
-    if backend not in _BACKENDS:
-        raise ValueError(f"unknown DCI backend {backend!r}; available: {sorted(_BACKENDS)}")
-    z_tr, w_tr, z_te, w_te = _check_split(train_codes, train_factors, test_codes, test_factors)
-    n_jobs = _check_n_jobs(n_jobs)
-    varying = _varying_factors(w_tr, "DCI")
-    fn = _BACKENDS[backend]
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown DCI backend {backend!r}; available: {sorted(BACKENDS)}")
+    z_tr, w_tr, z_te, w_te = check_split(train_codes, train_factors, test_codes, test_factors)
+    n_jobs = check_n_jobs(n_jobs)
+    varying = varying_factor_mask(w_tr, "DCI")
+    fn = BACKENDS[backend]
     d, K = z_tr.shape[1], w_tr.shape[1]
     x_tr = np.ascontiguousarray(z_tr, dtype=np.float64)
     x_te = np.ascontiguousarray(z_te, dtype=np.float64)
@@ -261,7 +260,8 @@ def dci(train_codes, train_factors, test_codes, test_factors, *, backend: str = 
 
 
 # ------------------------------------------------- adapter used by the registry
+@register("dci")
 def _dci_metric(ctx) -> dict:
     """Registry adapter: train = the shared sample, test = ``ctx.test_codes/test_factors``."""
     return dci(ctx.codes, ctx.factors, ctx.test_codes, ctx.test_factors,
-               backend=getattr(ctx, "dci_backend", "sklearn"), random_state=_ctx_random_state(ctx))
+               backend=getattr(ctx, "dci_backend", "sklearn"), random_state=ctx_random_state(ctx))

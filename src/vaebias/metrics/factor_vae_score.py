@@ -47,7 +47,17 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .mig import _check_codes, _to_numpy
+from vaebias.metrics._checks import (
+    as_generator,
+    check_int,
+    draw_factor_index,
+    encode_rows,
+    evaluation_pool,
+    to_numpy,
+    varying_factor_indices,
+)
+from vaebias.metrics.pool import ValueGroups, check_pool
+from vaebias.metrics.registry import register
 
 __all__ = ["factor_vae_accuracy", "factor_vae_score", "factor_vae_score_from_pool", "factor_vae_votes",
            "prune_dims"]
@@ -57,97 +67,6 @@ DEFAULT_ENCODE_BATCH = 6400
 
 
 # ------------------------------------------------------------ shared helpers
-def _check_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
-
-
-def _as_generator(random_state) -> np.random.Generator:
-    """An int seed or None -> ``np.random.default_rng(seed)``; a Generator is used as is."""
-    if isinstance(random_state, np.random.Generator):
-        return random_state
-    if random_state is None or (
-        isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool)
-    ):
-        return np.random.default_rng(random_state)
-    raise ValueError(
-        f"random_state must be an int seed, None or a numpy Generator; got {random_state!r}"
-    )
-
-
-def _varying_factors(data) -> np.ndarray:
-    """Indices (int64) of the factors of ``data`` with more than one class."""
-    sizes = np.asarray(getattr(data, "factor_sizes", ()), dtype=np.int64)
-    varying = np.flatnonzero(sizes > 1)
-    if varying.size == 0:
-        raise ValueError(
-            f"the dataset needs at least one factor with more than one class; "
-            f"factor_sizes = {tuple(int(s) for s in sizes)}"
-        )
-    return varying
-
-
-def _split_output(out):
-    """``represent``'s output -> (codes, variances or None)."""
-    if isinstance(out, (tuple, list)):
-        if len(out) != 2:
-            raise ValueError(
-                "represent must return codes (n, d) or a tuple (mean, variance); "
-                f"got a {type(out).__name__} of length {len(out)}"
-            )
-        return out[0], out[1]
-    return out, None
-
-
-def _check_output(out, n: int, with_variance: bool = False):
-    """Validate one output of ``represent`` for ``n`` images.
-
-    Returns float64 codes (n, d) (the mean of a (mean, variance) tuple) and, with
-    ``with_variance``, float64 variances (n, d) or None.
-    """
-    mean, var = _split_output(out)
-    c = _check_codes(mean, "represent's codes").astype(np.float64, copy=False)
-    if c.shape[0] != n:
-        raise ValueError(
-            f"represent must return codes of shape (n, d) for n={n} images; got shape {c.shape}"
-        )
-    if not with_variance:
-        return c
-    if var is not None:
-        var = _to_numpy(var).astype(np.float64)
-        if var.shape != c.shape:
-            raise ValueError(
-                f"represent's variance must have the shape of its mean {c.shape}; got {var.shape}"
-            )
-    return c, var
-
-
-def _encode_rows(data, represent: Callable, factors: np.ndarray, *, device,
-                 encode_batch: int) -> np.ndarray:
-    """Encode the images of factor rows int (n, K), ``encode_batch`` images per call:
-    float64 codes (n, d) (the mean when ``represent`` returns (mean, variance))."""
-    import torch
-
-    codes = []
-    with torch.no_grad():
-        for start in range(0, factors.shape[0], encode_batch):
-            f = factors[start:start + encode_batch]
-            c = _check_output(represent(data.images(f, device=device)), f.shape[0])
-            if codes and c.shape[1] != codes[0].shape[1]:
-                raise ValueError(
-                    f"represent returned codes of different widths: {codes[0].shape[1]} and "
-                    f"{c.shape[1]}"
-                )
-            codes.append(c)
-    return np.concatenate(codes, axis=0)
-
-
-def _draw_factor_index(rng: np.random.Generator, varying: np.ndarray, n: int):
-    """``n`` factors drawn uniformly from ``varying`` (one ``rng.integers`` call):
-    (positions in ``varying`` (n,), factor indices ``varying[positions]`` (n,))."""
-    pos = rng.integers(0, varying.size, size=n)
-    return pos, varying[pos]
 
 
 # ------------------------------------------------------------ array-level core
@@ -165,7 +84,7 @@ def prune_dims(global_variances, threshold: float = 0.05) -> np.ndarray:
         ValueError: not 1-D, non-finite or negative variances; a negative or
             non-finite threshold.
     """
-    v = _to_numpy(global_variances)
+    v = to_numpy(global_variances)
     if v.ndim != 1 or v.dtype.kind not in "biuf":
         raise ValueError(f"global_variances must be a real 1-D array (d,); got shape {v.shape}, "
                          f"dtype {v.dtype}")
@@ -206,7 +125,7 @@ def factor_vae_votes(batch_codes, factor_index, global_variances, num_factors: i
             ``0 .. K-1``, or no active latent (the score is then 0 by definition;
             :func:`factor_vae_score` handles that case before voting).
     """
-    codes = _to_numpy(batch_codes)
+    codes = to_numpy(batch_codes)
     if codes.ndim != 3 or codes.dtype.kind not in "biuf":
         raise ValueError(f"batch_codes must be a real array (n, B, d); got shape {codes.shape}, "
                          f"dtype {codes.dtype}")
@@ -217,8 +136,8 @@ def factor_vae_votes(batch_codes, factor_index, global_variances, num_factors: i
     codes = codes.astype(np.float64, copy=False)
     if not np.all(np.isfinite(codes)):
         raise ValueError("batch_codes must be finite")
-    num_factors = _check_int(num_factors, "num_factors", 1)
-    k = _to_numpy(factor_index)
+    num_factors = check_int(num_factors, "num_factors", 1)
+    k = to_numpy(factor_index)
     if k.shape != (n,) or (k.size and k.dtype.kind not in "iu"):
         raise ValueError(f"factor_index must be an int array of shape ({n},); got shape {k.shape}, "
                          f"dtype {k.dtype}")
@@ -226,7 +145,7 @@ def factor_vae_votes(batch_codes, factor_index, global_variances, num_factors: i
     if k.size and (k.min() < 0 or k.max() >= num_factors):
         bad = k[(k < 0) | (k >= num_factors)][0]
         raise ValueError(f"factor_index holds {bad}; expected 0 <= index < num_factors = {num_factors}")
-    gv = _to_numpy(global_variances)
+    gv = to_numpy(global_variances)
     if gv.shape != (d,):
         raise ValueError(f"global_variances must have shape ({d},) to match batch_codes {codes.shape}; "
                          f"got {gv.shape}")
@@ -243,7 +162,7 @@ def factor_vae_votes(batch_codes, factor_index, global_variances, num_factors: i
 
 
 def _check_votes(votes, name: str, shape=None) -> np.ndarray:
-    v = _to_numpy(votes)
+    v = to_numpy(votes)
     if v.ndim != 2 or (v.size and v.dtype.kind not in "iu"):
         raise ValueError(f"{name} must be a 2-D int array (K, d) of vote counts; got shape {v.shape}, "
                          f"dtype {v.dtype}")
@@ -310,7 +229,7 @@ def _with_votes(out: dict, train_votes, eval_votes, varying) -> dict:
 def _fixed_factor_batches(data, rng, varying, n: int, batch_size: int):
     """Draw ``n`` fixed-factor batches: (position in ``varying`` of the fixed factor (n,),
     factor rows int64 (n, B, K))."""
-    pos, k = _draw_factor_index(rng, varying, n)
+    pos, k = draw_factor_index(rng, varying, n)
     rows = data.sample_factors(n * batch_size, rng).reshape(n, batch_size, -1)
     v = np.arange(n)
     rows[v, :, k] = rows[v, 0, k][:, None]
@@ -325,7 +244,7 @@ def _vote_set(data, represent, rng, varying, n, batch_size, global_variances, th
     votes = np.zeros((varying.size, global_variances.size), dtype=np.int64)
     for start in range(0, n, per_call):
         f = rows[start:start + per_call]
-        codes = _encode_rows(data, represent, f.reshape(-1, num_factors), device=device,
+        codes = encode_rows(data, represent, f.reshape(-1, num_factors), device=device,
                              encode_batch=f.shape[0] * batch_size)
         if codes.shape[1] != global_variances.size:
             raise ValueError(f"represent returned {codes.shape[1]} latents for the vote batches but "
@@ -382,19 +301,19 @@ def factor_vae_score(data, represent: Callable, *, random_state=0, batch_size: i
         ValueError: a bad size or threshold, a dataset without a varying factor, a
             malformed or non-finite output of ``represent``.
     """
-    batch_size = _check_int(batch_size, "batch_size", 2)
-    num_train = _check_int(num_train, "num_train", 1)
-    num_eval = _check_int(num_eval, "num_eval", 1)
-    num_variance_estimate = _check_int(num_variance_estimate, "num_variance_estimate", 2)
-    encode_batch = _check_int(encode_batch, "encode_batch", 1)
+    batch_size = check_int(batch_size, "batch_size", 2)
+    num_train = check_int(num_train, "num_train", 1)
+    num_eval = check_int(num_eval, "num_eval", 1)
+    num_variance_estimate = check_int(num_variance_estimate, "num_variance_estimate", 2)
+    encode_batch = check_int(encode_batch, "encode_batch", 1)
     prune_dims(np.zeros(0), prune_threshold)  # validates the threshold
     if not callable(represent):
         raise ValueError(f"represent must be callable; got {type(represent).__name__}")  # noqa: TRY004
-    varying = _varying_factors(data)
-    rng = _as_generator(random_state)
+    varying = varying_factor_indices(data)
+    rng = as_generator(random_state)
 
     factors = data.sample_factors(num_variance_estimate, rng)
-    codes = _encode_rows(data, represent, factors, device=device, encode_batch=encode_batch)
+    codes = encode_rows(data, represent, factors, device=device, encode_batch=encode_batch)
     global_variances = np.var(codes, axis=0, ddof=1)
     active = prune_dims(global_variances, prune_threshold)
     settings = {
@@ -443,16 +362,14 @@ def factor_vae_score_from_pool(codes, factors, *, random_state=0, batch_size: in
         ValueError: a bad size or threshold, a malformed pool, a value of a varying
             factor held by fewer than ``batch_size`` pool rows.
     """
-    from .pool import ValueGroups, check_pool
-
-    batch_size = _check_int(batch_size, "batch_size", 2)
-    num_train = _check_int(num_train, "num_train", 1)
-    num_eval = _check_int(num_eval, "num_eval", 1)
+    batch_size = check_int(batch_size, "batch_size", 2)
+    num_train = check_int(num_train, "num_train", 1)
+    num_eval = check_int(num_eval, "num_eval", 1)
     prune_dims(np.zeros(0), prune_threshold)  # validates the threshold
     c, f = check_pool(codes, factors)
     groups = ValueGroups(f, batch_size)
     varying = groups.varying
-    rng = _as_generator(random_state)
+    rng = as_generator(random_state)
     global_variances = np.var(c, axis=0, ddof=1)
     active = prune_dims(global_variances, prune_threshold)
     settings = {
@@ -465,7 +382,7 @@ def factor_vae_score_from_pool(codes, factors, *, random_state=0, batch_size: in
         return out
 
     def votes(n):
-        pos, k = _draw_factor_index(rng, varying, n)
+        pos, k = draw_factor_index(rng, varying, n)
         anchors = rng.integers(0, c.shape[0], size=n)
         others = groups.same_value(rng, k, np.repeat(anchors[:, None], batch_size - 1, axis=1))
         rows = np.concatenate([anchors[:, None], others], axis=1)  # (n, B)
@@ -480,17 +397,12 @@ def factor_vae_score_from_pool(codes, factors, *, random_state=0, batch_size: in
     return _with_votes(out, train_votes, eval_votes, varying)
 
 
-def _pool(ctx):
-    """The pool of an evaluation: the shared sample and the test sample, (codes, factors)."""
-    return (np.concatenate([ctx.codes, ctx.test_codes]).astype(np.float64, copy=False),
-            np.concatenate([ctx.factors, ctx.test_factors]))
-
-
+@register("factor_vae_score")
 def _factor_vae_metric(ctx) -> dict:
     """Registry adapter: defaults of disentanglement_lib, draws from ``ctx.rng(2)``; with
     ``ctx.score_sampling == "pool"`` from the shared and test samples' codes."""
     if ctx.score_sampling == "pool":
-        codes, factors = _pool(ctx)
+        codes, factors = evaluation_pool(ctx)
         return factor_vae_score_from_pool(codes, factors, random_state=ctx.rng(2),
                                           num_train=ctx.score_num_train,
                                           num_eval=ctx.score_num_eval)

@@ -27,6 +27,8 @@ import math
 
 import numpy as np
 
+from vaebias.metrics._checks import check_codes, check_labels, check_num_bins
+
 __all__ = ["discretize", "mig", "mutual_information_matrix"]
 
 # Largest dense contingency block (cells) built by one bincount call before the
@@ -35,68 +37,6 @@ _DENSE_CELL_LIMIT = 4_000_000
 
 
 # --------------------------------------------------------------------- inputs
-def _to_numpy(x):
-    """numpy view of an array-like or a torch tensor (detached, on the CPU)."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def _check_codes(codes, name: str = "codes") -> np.ndarray:
-    """Validate a real 2-D (N, d) code array; keep a floating dtype, ints/bools -> float64."""
-    arr = _to_numpy(codes)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (N, d); got shape {arr.shape}")
-    if arr.dtype.kind in "biu":
-        arr = arr.astype(np.float64)
-    elif arr.dtype.kind != "f":
-        raise ValueError(f"{name} must hold real numbers; got dtype {arr.dtype}")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} must have at least one row (N >= 1); got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(
-            f"{name} must be finite; got {arr[bad[0], bad[1]]} at row {bad[0]}, column {bad[1]} "
-            f"(shape {arr.shape})"
-        )
-    return arr
-
-
-def _check_labels(labels, name: str) -> np.ndarray:
-    """Validate a 2-D (N, K) array of non-negative integer class indices -> int64."""
-    arr = _to_numpy(labels)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (N, K) of class indices; got shape {arr.shape}")
-    if arr.shape[0] == 0:
-        raise ValueError(f"{name} must have at least one row (N >= 1); got shape {arr.shape}")
-    if arr.dtype.kind == "b":
-        arr = arr.astype(np.int64)
-    elif arr.dtype.kind == "f":
-        finite = np.isfinite(arr)
-        integral = finite & (arr == np.round(np.where(finite, arr, 0)))
-        if not np.all(integral):
-            bad = np.argwhere(~integral)[0]
-            raise ValueError(
-                f"{name} must hold integer class indices; got {arr[bad[0], bad[1]]} at row {bad[0]}, "
-                f"column {bad[1]} (dtype {arr.dtype}, shape {arr.shape})"
-            )
-        arr = arr.astype(np.int64)
-    elif arr.dtype.kind not in "iu":
-        raise ValueError(f"{name} must hold integer class indices; got dtype {arr.dtype}")
-    arr = arr.astype(np.int64, copy=False)
-    if arr.size and arr.min() < 0:
-        bad = np.argwhere(arr < 0)[0]
-        raise ValueError(
-            f"{name} must be non-negative class indices; got {arr[bad[0], bad[1]]} at row {bad[0]}, "
-            f"column {bad[1]} (shape {arr.shape})"
-        )
-    return arr
-
-
-def _check_num_bins(num_bins) -> int:
-    if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) or num_bins < 1:
-        raise ValueError(f"num_bins must be an integer >= 1; got {num_bins!r}")
-    return int(num_bins)
 
 
 # ------------------------------------------------------------ discretisation
@@ -120,8 +60,8 @@ def discretize(codes, num_bins: int = 20) -> np.ndarray:
     Raises:
         ValueError: codes not 2-D, empty, non-real or non-finite; ``num_bins < 1``.
     """
-    arr = _check_codes(codes)
-    num_bins = _check_num_bins(num_bins)
+    arr = check_codes(codes)
+    num_bins = check_num_bins(num_bins)
     out = np.empty(arr.shape, dtype=np.int64)
     for j in range(arr.shape[1]):
         col = arr[:, j]
@@ -213,8 +153,8 @@ def mutual_information_matrix(a_discrete, b_discrete) -> np.ndarray:
     Raises:
         ValueError: an input not 2-D, empty, non-integer or negative; N mismatch.
     """
-    a = _check_labels(a_discrete, "a_discrete")
-    b = _check_labels(b_discrete, "b_discrete")
+    a = check_labels(a_discrete, "a_discrete")
+    b = check_labels(b_discrete, "b_discrete")
     if a.shape[0] != b.shape[0]:
         raise ValueError(
             f"a_discrete and b_discrete must have the same number of rows; got shapes {a.shape} "
@@ -285,9 +225,9 @@ def mig(codes, factors, num_bins: int = 20) -> dict:
             top-2 gap needs two latents); K = 0; ``num_bins < 1``; every factor
             constant (MIG undefined).
     """
-    z = _check_codes(codes, "codes")
-    w = _check_labels(factors, "factors")
-    num_bins = _check_num_bins(num_bins)
+    z = check_codes(codes, "codes")
+    w = check_labels(factors, "factors")
+    num_bins = check_num_bins(num_bins)
     if z.shape[0] != w.shape[0]:
         raise ValueError(
             f"codes and factors must have the same number of rows N; got codes {z.shape} "

@@ -31,8 +31,9 @@ import warnings
 
 import numpy as np
 
-from .mig import _check_num_bins, _mi_matrix_checked, discretize
-from .sap import _check_split, _ctx_random_state, _varying_factors
+from vaebias.metrics._checks import check_num_bins, check_split, ctx_random_state, varying_factor_mask
+from vaebias.metrics.mig import discretize, mutual_information_matrix
+from vaebias.metrics.registry import register
 
 __all__ = ["modularity_explicitness"]
 
@@ -166,12 +167,12 @@ def modularity_explicitness(train_codes, train_factors, test_codes, test_factors
             of a split; d or K differing between train and test; K = 0; every
             factor single-class on train; ``num_bins < 1``.
     """
-    z_tr, w_tr, z_te, w_te = _check_split(train_codes, train_factors, test_codes, test_factors)
-    num_bins = _check_num_bins(num_bins)
-    varying = _varying_factors(w_tr, "modularity/explicitness")
+    z_tr, w_tr, z_te, w_te = check_split(train_codes, train_factors, test_codes, test_factors)
+    num_bins = check_num_bins(num_bins)
+    varying = varying_factor_mask(w_tr, "modularity/explicitness")
     K = w_tr.shape[1]
 
-    mi = _mi_matrix_checked(discretize(z_tr, num_bins), w_tr)  # (d, K)
+    mi = mutual_information_matrix(discretize(z_tr, num_bins), w_tr)  # (d, K)
     modularity = _modularity(mi[:, varying])
 
     mean = np.mean(z_tr, axis=0)
@@ -196,7 +197,8 @@ def modularity_explicitness(train_codes, train_factors, test_codes, test_factors
 
 
 # ------------------------------------------------- adapter used by the registry
+@register("modularity_explicitness")
 def _modularity_explicitness_metric(ctx) -> dict:
     """Registry adapter: train = the shared sample, test = ``ctx.test_codes/test_factors``."""
     return modularity_explicitness(ctx.codes, ctx.factors, ctx.test_codes, ctx.test_factors,
-                                   num_bins=ctx.num_bins, random_state=_ctx_random_state(ctx))
+                                   num_bins=ctx.num_bins, random_state=ctx_random_state(ctx))

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .mig import _check_codes, _to_numpy
+from vaebias.metrics._checks import check_codes, to_numpy
 
 __all__ = ["ValueGroups", "check_pool"]
 
@@ -38,8 +38,8 @@ def check_pool(codes, factors):
     Raises:
         ValueError: wrong dimensions or dtypes, non-finite codes, N differs or N < 2.
     """
-    c = _check_codes(codes, "pool codes").astype(np.float64, copy=False)
-    f = _to_numpy(factors)
+    c = check_codes(codes, "pool codes").astype(np.float64, copy=False)
+    f = to_numpy(factors)
     if f.ndim != 2 or f.dtype.kind not in "iu":
         raise ValueError(f"pool factors must be an int array (N, K); got shape {f.shape}, "
                          f"dtype {f.dtype}")

@@ -25,7 +25,12 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 
-from .mig import _check_num_bins, _to_numpy
+import vaebias
+from vaebias.metrics._checks import check_num_bins, to_numpy
+from vaebias.metrics.active_units import active_units
+from vaebias.metrics.dci import BACKENDS as DCI_BACKENDS
+from vaebias.metrics.mig import mig
+from vaebias.metrics.registry import METRICS, register
 
 __all__ = ["EvalContext", "evaluate"]
 
@@ -129,7 +134,7 @@ class EvalContext:
                             f"got a {type(out).__name__} of length {len(out)}"
                         )
                     out, var = out
-                c = _to_numpy(out)
+                c = to_numpy(out)
                 if c.ndim != 2 or c.shape[0] != f.shape[0]:
                     raise ValueError(
                         f"represent must return codes of shape (n, d) for n={f.shape[0]} images; "
@@ -139,7 +144,7 @@ class EvalContext:
                     c = c.astype(np.float64)
                 codes.append(c)
                 if var is not None:
-                    v = _to_numpy(var)
+                    v = to_numpy(var)
                     if v.shape != c.shape:
                         raise ValueError(
                             f"represent's variance must have the shape of its mean {c.shape}; "
@@ -201,7 +206,6 @@ class EvalContext:
 
 
 def _versions() -> dict:
-    import vaebias
 
     out = {"python": platform.python_version(), "numpy": np.__version__,
            "torch": torch.__version__, "vaebias": vaebias.__version__}
@@ -300,8 +304,6 @@ def evaluate(
             bad num_points/batch_size/num_test, an unknown dci_backend, a malformed
             output of ``represent``, or ``"active_units"`` requested while ``represent`` returns no variances.
     """
-    from . import METRICS  # the registry lives in the package __init__
-
     names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     names = tuple(dict.fromkeys(names))  # de-duplicate, keep order
     unknown = [m for m in names if m not in METRICS]
@@ -315,7 +317,7 @@ def evaluate(
         raise ValueError(f"num_points must be an integer >= 1; got {num_points!r}")
     if not _is_positive_int(batch_size):
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
-    num_bins = _check_num_bins(num_bins)
+    num_bins = check_num_bins(num_bins)
     if not callable(represent):
         raise ValueError(f"represent must be callable; got {type(represent).__name__}")  # noqa: TRY004
     for key, val in (("num_test", num_test), ("score_num_train", score_num_train),
@@ -328,10 +330,8 @@ def evaluate(
         raise ValueError(f"encode_precision must be 'fp32' or 'bf16'; got {encode_precision!r}")
     if encode_precision == "bf16":
         represent = _bf16_represent(represent)
-    from .dci import _BACKENDS
-
-    if dci_backend not in _BACKENDS:
-        raise ValueError(f"unknown dci_backend {dci_backend!r}; available: {sorted(_BACKENDS)}")
+    if dci_backend not in DCI_BACKENDS:
+        raise ValueError(f"unknown dci_backend {dci_backend!r}; available: {sorted(DCI_BACKENDS)}")
 
     ctx = EvalContext(
         data, represent, num_points=int(num_points), seed=seed, batch_size=int(batch_size),
@@ -364,15 +364,13 @@ def evaluate(
 
 
 # ------------------------------------------------ adapters used by the registry
+@register("mig")
 def _mig_metric(ctx: EvalContext) -> dict:
-    from .mig import mig
-
     return mig(ctx.codes, ctx.factors, num_bins=ctx.num_bins)
 
 
+@register("active_units")
 def _active_units_metric(ctx: EvalContext) -> dict:
-    from .active_units import active_units
-
     if ctx.variances is None:
         raise ValueError(
             "metric 'active_units' needs posterior variances: represent must return a tuple "

@@ -29,75 +29,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from .mig import _check_codes, _check_labels
+from vaebias.metrics._checks import (
+    check_n_jobs,
+    check_split,
+    ctx_random_state,
+    varying_factor_mask,
+)
+from vaebias.metrics.registry import register
 
 __all__ = ["sap"]
 
 
 # --------------------------------------------------------------------- inputs
-def _check_split(train_codes, train_factors, test_codes, test_factors, *, min_latents: int = 1):
-    """Validate a train/test pair of (codes, factors) arrays.
-
-    Returns:
-        (z_train, w_train, z_test, w_test): codes as real arrays (floating dtype
-        kept, ints/bools -> float64), factors as int64.
-
-    Raises:
-        ValueError: any array malformed (see ``_check_codes`` / ``_check_labels``);
-            codes and factors of a split with different N; train and test codes
-            with different widths d, or factors with different K; d <
-            ``min_latents``; K = 0. The message names the offending shapes.
-    """
-    z_tr = _check_codes(train_codes, "train_codes")
-    w_tr = _check_labels(train_factors, "train_factors")
-    z_te = _check_codes(test_codes, "test_codes")
-    w_te = _check_labels(test_factors, "test_factors")
-    for split, z, w in (("train", z_tr, w_tr), ("test", z_te, w_te)):
-        if z.shape[0] != w.shape[0]:
-            raise ValueError(
-                f"{split}_codes and {split}_factors must have the same number of rows N; got "
-                f"{split}_codes {z.shape} and {split}_factors {w.shape}"
-            )
-    if z_tr.shape[1] != z_te.shape[1]:
-        raise ValueError(
-            f"train_codes and test_codes must have the same number of latent dimensions d; got "
-            f"train_codes {z_tr.shape} and test_codes {z_te.shape}"
-        )
-    if w_tr.shape[1] != w_te.shape[1]:
-        raise ValueError(
-            f"train_factors and test_factors must have the same number of factors K; got "
-            f"train_factors {w_tr.shape} and test_factors {w_te.shape}"
-        )
-    if w_tr.shape[1] < 1:
-        raise ValueError(f"factors must have at least one column; got train_factors {w_tr.shape}")
-    if z_tr.shape[1] < min_latents:
-        raise ValueError(
-            f"codes must have at least {min_latents} latent dimension(s); got train_codes "
-            f"{z_tr.shape}"
-        )
-    return z_tr, w_tr, z_te, w_te
-
-
-def _varying_factors(w_train: np.ndarray, metric: str) -> np.ndarray:
-    """Boolean mask (K,) of factors with at least two classes in the train sample.
-
-    Raises:
-        ValueError: no factor varies (the metric is undefined).
-    """
-    varying = np.array([np.unique(w_train[:, k]).size >= 2 for k in range(w_train.shape[1])])
-    if not varying.any():
-        raise ValueError(
-            f"every factor has a single class in the train sample (all {w_train.shape[1]} "
-            f"factors constant); {metric} is undefined"
-        )
-    return varying
-
-
-def _check_n_jobs(n_jobs) -> int:
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0 \
-            or n_jobs < -1:
-        raise ValueError(f"n_jobs must be an integer >= 1 or -1 (all cores); got {n_jobs!r}")
-    return int(n_jobs)
 
 
 # ------------------------------------------------------------------------ SAP
@@ -168,13 +111,13 @@ def sap(train_codes, train_factors, test_codes, test_factors, *, C: float = 0.01
             compares the top two latents); K = 0; every factor single-class on
             train; ``C <= 0``; a bad ``n_jobs``.
     """
-    z_tr, w_tr, z_te, w_te = _check_split(train_codes, train_factors, test_codes, test_factors,
+    z_tr, w_tr, z_te, w_te = check_split(train_codes, train_factors, test_codes, test_factors,
                                           min_latents=2)
     if isinstance(C, bool) or not isinstance(C, (int, float, np.integer, np.floating)) \
             or not np.isfinite(C) or C <= 0:
         raise ValueError(f"C must be a finite number > 0; got {C!r}")
-    n_jobs = _check_n_jobs(n_jobs)
-    varying = _varying_factors(w_tr, "SAP")
+    n_jobs = check_n_jobs(n_jobs)
+    varying = varying_factor_mask(w_tr, "SAP")
     d, K = z_tr.shape[1], w_tr.shape[1]
     # one contiguous float64 (N, 1) column per latent, shared by all factors
     cols_tr = [np.ascontiguousarray(z_tr[:, j:j + 1], dtype=np.float64) for j in range(d)]
@@ -206,16 +149,10 @@ def sap(train_codes, train_factors, test_codes, test_factors, *, C: float = 0.01
 
 
 # ------------------------------------------------- adapter used by the registry
+@register("sap")
 def _sap_metric(ctx) -> dict:
     """Registry adapter: train = the shared sample, test = ``ctx.test_codes/test_factors``."""
     return sap(ctx.codes, ctx.factors, ctx.test_codes, ctx.test_factors,
-               random_state=_ctx_random_state(ctx))
+               random_state=ctx_random_state(ctx))
 
-
-def _ctx_random_state(ctx) -> int:
-    """Classifier seed of the registry adapters: ``ctx.seed`` when it is an int, else 0."""
-    seed = getattr(ctx, "seed", None)
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and seed >= 0:
-        return int(seed)
-    return 0
 

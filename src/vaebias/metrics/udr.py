@@ -49,8 +49,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .factor_vae_score import _as_generator, _check_int, _check_output
-from .mig import _check_codes, _to_numpy
+from vaebias.metrics._checks import as_generator, check_codes, check_int, check_output, to_numpy
 
 __all__ = [
     "gaussian_kl",
@@ -82,7 +81,7 @@ def relative_strength(corr) -> float:
     Raises:
         ValueError: not 2-D, non-real, negative or infinite entries.
     """
-    r = _to_numpy(corr)
+    r = to_numpy(corr)
     if r.ndim != 2 or r.dtype.kind not in "biuf":
         raise ValueError(f"corr must be a real 2-D array; got shape {r.shape}, dtype {r.dtype}")
     r = r.astype(np.float64)
@@ -161,8 +160,8 @@ def gaussian_kl(mean, variance) -> np.ndarray:
     Raises:
         ValueError: shapes differ, non-finite values, variance <= 0.
     """
-    mu = _check_codes(mean, "mean").astype(np.float64, copy=False)
-    var = _to_numpy(variance)
+    mu = check_codes(mean, "mean").astype(np.float64, copy=False)
+    var = to_numpy(variance)
     if var.shape != mu.shape or var.dtype.kind not in "biuf":
         raise ValueError(f"variance must be a real array of the mean's shape {mu.shape}; "
                          f"got shape {var.shape}, dtype {var.dtype}")
@@ -219,7 +218,7 @@ def udr(codes: Sequence, kl: Sequence | None = None, *, correlation: str = "lass
                          f"{type(codes).__name__}")
     if len(codes) < 2:
         raise ValueError(f"UDR compares models: codes must hold at least 2 arrays; got {len(codes)}")
-    z = [_check_codes(c, f"codes[{i}]").astype(np.float64, copy=False) for i, c in enumerate(codes)]
+    z = [check_codes(c, f"codes[{i}]").astype(np.float64, copy=False) for i, c in enumerate(codes)]
     ns = [c.shape[0] for c in z]
     if len(set(ns)) > 1:
         raise ValueError(f"every model must encode the same N inputs; got N = {ns} "
@@ -245,7 +244,7 @@ def udr(codes: Sequence, kl: Sequence | None = None, *, correlation: str = "lass
         if kl[i] is None:
             informative.append(np.ones(d, dtype=bool))
         else:
-            k = _to_numpy(kl[i])
+            k = to_numpy(kl[i])
             if k.shape != (d,) or k.dtype.kind not in "biuf" or not np.all(np.isfinite(k)):
                 raise ValueError(f"kl[{i}] must be a finite real array of shape ({d},) like codes[{i}] "
                                  f"{z[i].shape}; got shape {k.shape}, dtype {k.dtype}")
@@ -322,9 +321,9 @@ def udr_score(data, represents: Sequence[Callable], *, num_points: int = 1000, r
     for i, fn in enumerate(represents):
         if not callable(fn):
             raise ValueError(f"represents[{i}] must be callable; got {type(fn).__name__}")  # noqa: TRY004
-    num_points = _check_int(num_points, "num_points", 2)
-    encode_batch = _check_int(encode_batch, "encode_batch", 1)
-    rng = _as_generator(random_state)
+    num_points = check_int(num_points, "num_points", 2)
+    encode_batch = check_int(encode_batch, "encode_batch", 1)
+    rng = as_generator(random_state)
     factors = data.sample_factors(num_points, rng)
     means = [[] for _ in represents]
     variances = [[] for _ in represents]
@@ -333,7 +332,7 @@ def udr_score(data, represents: Sequence[Callable], *, num_points: int = 1000, r
             f = factors[start:start + encode_batch]
             images = data.images(f, device=device)
             for i, fn in enumerate(represents):
-                c, v = _check_output(fn(images), f.shape[0], with_variance=True)
+                c, v = check_output(fn(images), f.shape[0], with_variance=True)
                 means[i].append(c)
                 variances[i].append(v)
     codes, kls = [], []

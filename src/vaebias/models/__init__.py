@@ -3,12 +3,13 @@ the training loop, the CLI and the experiments use to make a model."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from vaebias._internal.config import from_dict
 from vaebias._internal.errors import ConfigError
 
-__all__ = ["register", "available", "get_model_class", "build_model", "model_config"]
+__all__ = ["register", "available", "get_model_class", "build_model", "model_config", "defaults_key"]
 
 _REGISTRY: dict[str, type] = {}
 
@@ -58,6 +59,16 @@ def model_config(name: str, params: Mapping[str, Any] | None = None, dataset: st
     if "dataset_size" in fields and values.get("dataset_size") is None and dataset_size is not None:
         values["dataset_size"] = int(dataset_size)
     return from_dict(cls.Config, values, prefix=f"{name}.")
+
+
+def defaults_key(data) -> str:
+    """Which per-dataset model defaults apply: the base dataset's name for variants
+    (a modified dSprites uses dSprites' hyperparameters)."""
+    name = data.name
+    for suffix in ("_modified", "_noise"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def build_model(name: str, observation_shape, num_factors: int, params=None, dataset: str | None = None,

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vaebias.data.samplers import UniformSampler
 from vaebias.models.networks import ConvDecoder, ConvEncoder, image_size_of
 
 __all__ = ["Model", "GaussianVAE", "adam_options", "bernoulli_reconstruction", "gaussian_kl",
@@ -143,7 +144,6 @@ class Model(nn.Module):
     def batch_sampler(self, data):
         """What one training step sees (see :mod:`vaebias.data.samplers`); default:
         single images with factors uniform over the grid."""
-        from vaebias.data.samplers import UniformSampler
 
         return UniformSampler(data)
 

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaebias._internal.config import check
+from vaebias.data.pairs import LaplaceTransitionSampler
 from vaebias.models import register
 from vaebias.models.base import Model
 from vaebias.models.networks import ConvEncoder, image_size_of
@@ -110,7 +111,6 @@ class PCL(Model):
                 + h_t.pow(2).sum(1) + self.d)
 
     def batch_sampler(self, data):
-        from vaebias.data.pairs import LaplaceTransitionSampler
 
         return LaplaceTransitionSampler(data, rate=self.config.rate_data)
 

@@ -47,6 +47,7 @@ import math
 import torch
 
 from vaebias._internal.config import check
+from vaebias.data.pairs import LaplaceTransitionSampler
 from vaebias.models import register
 from vaebias.models.base import GaussianVAE, bernoulli_reconstruction, gaussian_kl, reparameterize
 
@@ -119,7 +120,6 @@ class SlowVAE(GaussianVAE):
     DEFAULTS = {name: dict(_PUBLISHED) for name in ("dsprites", "shapes3d")}
 
     def batch_sampler(self, data):
-        from vaebias.data.pairs import LaplaceTransitionSampler
 
         return LaplaceTransitionSampler(data, rate=self.config.rate_data)
 

@@ -87,6 +87,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 
 from vaebias._internal.config import check
+from vaebias.data.match_pairs import MatchPairSampler
 from vaebias.models import register
 from vaebias.models.base import Model, adam_options
 
@@ -279,7 +280,6 @@ class WeakGAN(Model):
     # -- data ---------------------------------------------------------------
     def batch_sampler(self, data):
         """Match pairs with this model's pairing (:class:`MatchPairSampler`)."""
-        from vaebias.data.match_pairs import MatchPairSampler
 
         return MatchPairSampler(data, mode=self.config.pairing)
 

@@ -41,6 +41,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vaebias.paper.theorem1 import fit_linear_vae
+from vaebias.report.figures import new_figure, save_figure
+
 __all__ = ["LAYOUTS", "axis_distance", "fig1_experiment", "figure_fig1", "fit_mlp_vae", "orientation",
            "patch_cloud", "patch_tilt"]
 
@@ -185,7 +188,6 @@ def fig1_experiment(seeds=(0, 1), *, num_points: int = 20_000, layout: str = "la
 
 
 def _experiment(seeds, num_points, layout, angle, noise_var, steps) -> dict:
-    from vaebias.paper.theorem1 import fit_linear_vae
 
     x, patch = patch_cloud(num_points, 0, layout=layout, angle=angle)
     evals, evecs = np.linalg.eigh(np.cov(x.T))
@@ -220,17 +222,11 @@ def figure_fig1(result: dict, path) -> Path:
     """Four panels, coloured by patch: the nonlinear VAE's codes, the data, the linear
     VAE's and PCA's codes, the VAEs' of the first seed (named in the titles), with the
     measured angles in the titles; a PNG at ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from vaebias.report.tables import save_figure
 
     first = {}
     for r in result["rows"]:
         first.setdefault(r["method"], r)
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4.2))
+    fig, axes = new_figure(1, 4, figsize=(16, 4.2))
     panels = [("nonlinear VAE", result["codes"]["nonlinear VAE"]), ("data", result["x"]),
               ("linear VAE", result["codes"]["linear VAE"]), ("PCA", result["codes"]["PCA"])]
     for ax, (name, pts) in zip(axes, panels):

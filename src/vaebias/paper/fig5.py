@@ -21,6 +21,8 @@ import numpy as np
 
 from vaebias._internal.errors import ConfigError, RunError
 from vaebias._internal.io import read_json, write_json
+from vaebias.models import get_model_class
+from vaebias.report.figures import new_figure, save_figure
 
 __all__ = ["PRIMARY", "SCALES", "dataset_label", "draw_robustness", "figure_robustness", "robustness_grid",
            "robustness_table", "summarise_robustness", "summarise_rows", "write_robustness"]
@@ -54,7 +56,6 @@ def robustness_grid(models, datasets, *, defaults_of: str, scales=SCALES, seeds=
     Raises:
         ConfigError: a model without a primary hyperparameter, or no scale.
     """
-    from vaebias.models import get_model_class
 
     unknown = [m for m in models if m not in PRIMARY]
     if unknown:
@@ -160,15 +161,11 @@ def draw_robustness(rows: list[dict]):
     Raises:
         RunError: no rows.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     models = list(dict.fromkeys(r["model"] for r in rows))
     if not models:
         raise RunError("no finished runs of a model with a primary hyperparameter to plot")
-    fig, axes = plt.subplots(1, len(models), figsize=(max(6.0, 4.2 * len(models)), 3.8), squeeze=False)
+    fig, axes = new_figure(1, len(models), figsize=(max(6.0, 4.2 * len(models)), 3.8), squeeze=False)
     for ax, model in zip(axes[0], models):
         mine = [r for r in rows if r["model"] == model]
         for k, dataset in enumerate(dict.fromkeys(r["dataset"] for r in mine)):
@@ -199,7 +196,6 @@ def draw_robustness(rows: list[dict]):
 
 def figure_robustness(rows: list[dict], out_png: str | os.PathLike) -> Path:
     """Fig. 5 (:func:`draw_robustness`) written to ``out_png``."""
-    from vaebias.report.tables import save_figure
 
     return save_figure(draw_robustness(rows), out_png, dpi=110)
 

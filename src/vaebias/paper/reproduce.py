@@ -29,7 +29,31 @@ from pathlib import Path
 
 from vaebias._internal.config import TrainConfig, check, from_dict, to_dict, with_defaults
 from vaebias._internal.errors import ConfigError, RunError
-from vaebias._internal.io import atomic_path, ensure_writable_dir, read_json, read_yaml, write_json, write_yaml
+from vaebias._internal.io import (
+    atomic_path,
+    canonical_json,
+    ensure_writable_dir,
+    read_json,
+    read_yaml,
+    write_json,
+    write_yaml,
+)
+from vaebias._internal.log import get_logger
+from vaebias.data import load_dataset
+from vaebias.experiments.scoring import evaluate_run
+from vaebias.experiments.sweep import Runner
+from vaebias.manipulation.field import (
+    ManipulationConfig,
+    export_variants,
+    field_health,
+    rotate_reference,
+    select_references,
+    train_manipulation,
+)
+from vaebias.models import build_model, defaults_key, get_model_class
+from vaebias.paper.fig5 import PRIMARY, SCALES, figure_robustness, robustness_table, summarise_rows
+from vaebias.report.tables import write_report
+from vaebias.training import RunConfig
 
 __all__ = ["Profile", "load_profile", "profiles", "reproduce", "EPSILON", "VARIANTS"]
 
@@ -114,7 +138,6 @@ class Profile:
     workers: int | None = None
 
     def __post_init__(self):
-        from vaebias.models import get_model_class
 
         check(self.reference_restarts >= 2, "reference_restarts", self.reference_restarts, "an integer >= 2")
         for key in ("reference_steps", "manipulation_steps", "train_steps", "eval_points",
@@ -139,7 +162,6 @@ class Profile:
             check(key in known, f"train_settings.{key}", self.train_settings[key],
                   f"one of {', '.join(sorted(known))} (the others are set by the profile)")
         TrainConfig(**self.train_settings)  # validates the values
-        from vaebias.manipulation.field import ManipulationConfig
 
         allowed = {f.name for f in dataclasses.fields(ManipulationConfig)} - {"field_width"}
         for key in self.manipulation:
@@ -160,7 +182,6 @@ class Profile:
             ConfigError: an unknown key, a model without a primary hyperparameter, a scale
                 that is not a finite number > 0, no seed, or an unknown variant.
         """
-        from vaebias.paper.fig5 import PRIMARY, SCALES
 
         r = dict(self.robustness or {})
         allowed = ("models", "scales", "seeds", "variants")
@@ -220,12 +241,6 @@ def read_yaml_text(text: str):
     return yaml.safe_load(text)
 
 
-def _canonical(obj) -> str:
-    from vaebias.experiments.sweep import _canonical as canonical
-
-    return canonical(obj)
-
-
 def _same_spec(old: dict, new: dict) -> bool:
     """Whether a results folder's ``profile.yaml`` describes this reproduction: compared
     after filling in the Profile fields added since it was written."""
@@ -248,21 +263,19 @@ def _check_models_fit(prof: Profile, data) -> None:
     Raises:
         ConfigError: naming the model, the dataset and the model's reason.
     """
-    from vaebias.models import build_model
-    from vaebias.training.loop import _defaults_key
 
     extra = prof.robustness_plan()["models"] if prof.robustness is not None else []
     for m in dict.fromkeys(("beta_vae", *prof.models, *extra)):
         try:
             build_model(m, data.observation_shape, data.num_factors, dict(prof.model_params.get(m, {})),
-                        dataset=_defaults_key(data), dataset_size=len(data))
+                        dataset=defaults_key(data), dataset_size=len(data))
         except ValueError as e:  # ConfigError is a ValueError too
             raise ConfigError(f"model {m!r} cannot train on dataset {data.name!r} "
                               f"{tuple(data.observation_shape)}: {e}") from None
 
 
-def _say(msg: str) -> None:
-    print(f"[vaebias {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+log = get_logger()
+
 
 
 def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: str | os.PathLike = "results",
@@ -295,8 +308,6 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
             or runs failed under a parallel launcher (each named).
         ConfigError: unknown dataset, profile, model or launcher.
     """
-    from vaebias.data import load_dataset
-    from vaebias.experiments.sweep import Runner
 
     t0 = time.perf_counter()
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
@@ -309,7 +320,7 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
     if dataset not in EPSILON:
         raise ConfigError(f"unknown dataset {dataset!r} for reproduce; available: {', '.join(sorted(EPSILON))}")
     if prof.reduced:
-        _say(f"profile {prof.name!r} is a REDUCED protocol ({prof.train_steps} training steps, "
+        log.info(f"profile {prof.name!r} is a REDUCED protocol ({prof.train_steps} training steps, "
              f"{len(prof.seeds)} seeds; the paper: 300,000 steps, 10 seeds)")
     options = dict(dataset_options or {})
     for key in ("name", "path", "data_dir"):
@@ -319,7 +330,7 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
     if data_dir:
         data_spec["data_dir"] = str(data_dir)
     data = load_dataset(**data_spec)
-    _say(f"dataset {data!r}" + (f" with {options}" if options else ""))
+    log.info(f"dataset {data!r}" + (f" with {options}" if options else ""))
     _check_models_fit(prof, data)  # before anything is written
     spec = {"dataset": dataset, "data_dir": data_dir, "profile": to_dict(prof)}
     if options:  # absent when empty, so folders written before options existed still match
@@ -342,13 +353,13 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
 
     evaluation = {"metrics": ["mig", "active_units"], "num_points": prof.eval_points, "seed": 0,
                   "batch_size": 1000}
-    runner.preloaded = {_canonical(data_spec): data}
+    runner.preloaded = {canonical_json(data_spec): data}
     with runner:
         report = _reproduce_stages(out, dataset, prof, data, data_spec, runner, train_cfg, evaluation,
                                    device=device, progress=progress)
     wall = time.perf_counter() - t0
-    _say(f"table written to {report['table_md']}; figure {report.get('figure')}")
-    _say(f"wall time {wall:.0f} s ({wall / 60:.1f} min)")
+    log.info(f"table written to {report['table_md']}; figure {report.get('figure')}")
+    log.info(f"wall time {wall:.0f} s ({wall / 60:.1f} min)")
     report["wall_time_s"] = wall
     return report
 
@@ -356,15 +367,6 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
 def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: dict, runner, train_cfg,
                       evaluation: dict, *, device: str, progress: bool) -> dict:
     """Stages 1-7 of :func:`reproduce` (the runs go through ``runner``)."""
-    from vaebias.manipulation.field import (
-        ManipulationConfig,
-        export_variants,
-        field_health,
-        select_references,
-        train_manipulation,
-    )
-    from vaebias.report.tables import write_report
-    from vaebias.training.loop import RunConfig
 
     def task(rd: Path, cfg: RunConfig, **meta) -> dict:
         return {"id": str(rd.relative_to(out)), "run_dir": str(rd), "config": to_dict(cfg),
@@ -387,7 +389,7 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
 
     def said_reference(spec, res):
         if res["status"] != "failed":
-            _say(f"reference {spec['meta']['restart'] + 1}/{prof.reference_restarts}: "
+            log.info(f"reference {spec['meta']['restart'] + 1}/{prof.reference_restarts}: "
                  f"MIG {res['metrics']['mig']['mig']:.3f}")
 
     results = runner.run(ref_tasks, on_result=said_reference)
@@ -399,8 +401,6 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
     man_dir = out / "manipulation"
     sel = select_references(scores)
     if prof.entangled_reference == "rotated":
-        from vaebias.experiments.scoring import evaluate_run
-        from vaebias.manipulation.field import rotate_reference
 
         best = Path(sel["disentangled"])
         rot = rotate_reference(best, out / "references" / f"rotated_{best.name}", data)
@@ -408,12 +408,12 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
         rot_mig = evaluate_run(rot["run_dir"], evaluation["metrics"], data=data, device=device, **ev)["mig"]["mig"]
         sel = {"entangled": rot["run_dir"], "disentangled": str(best), "scores": {**scores, rot["run_dir"]: rot_mig},
                "entangled_reference": "rotated", "rotated_units": rot["active"]}
-        _say(f"entangled reference: {best.name} rotated over units {rot['active']} (MIG {rot_mig:.3f})")
+        log.info(f"entangled reference: {best.name} rotated over units {rot['active']} (MIG {rot_mig:.3f})")
     sel_path = man_dir / "selection.json"
     if sel_path.exists() and read_json(sel_path)["entangled"] != sel["entangled"]:
         raise RunError(f"{sel_path} disagrees with the reference scores; delete {man_dir} to redo it")
     write_json(sel_path, sel)
-    _say(f"entangled reference {Path(sel['entangled']).name} (MIG {sel['scores'][sel['entangled']]:.3f}), "
+    log.info(f"entangled reference {Path(sel['entangled']).name} (MIG {sel['scores'][sel['entangled']]:.3f}), "
          f"disentangled {Path(sel['disentangled']).name} (MIG {sel['scores'][sel['disentangled']]:.3f})")
 
     # 3. m_ψ (paper Sec. 4.5)
@@ -424,21 +424,21 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
     write_json(man_dir / "health.json", health)
     gap = ("" if health["gap_start"] is None else
            f", gap L_dis - L_ent {health['gap_start']:.3g} -> {health['gap_end']:.3g}")
-    _say(f"manipulation trained: m_psi std over w {health['std_over_w']:.3f}, saturated "
+    log.info(f"manipulation trained: m_psi std over w {health['std_over_w']:.3f}, saturated "
          f"{health['saturated_share']:.1%}{gap}")
     for w in health["warnings"]:
-        _say(f"WARNING: {w}")
+        log.warning(w)
 
     # 4. the modified and noise datasets: exported, or computed on the fly from m_ψ
     if prof.export:
         paths = export_variants(data, man_dir, out / "datasets", device=device, progress=progress)
-        _say(f"datasets written: {paths['modified'].name}, {paths['noise'].name}")
+        log.info(f"datasets written: {paths['modified'].name}, {paths['noise'].name}")
         variant_spec = {"original": data_spec, "modified": {"name": str(paths["modified"])},
                         "noise": {"name": str(paths["noise"])}}
     else:
         variant_spec = {"original": data_spec, **{v: {**data_spec, "variant": v, "manipulation": str(man_dir)}
                                                   for v in ("modified", "noise")}}
-        _say("modified and noise data computed on the fly from m_psi (profile export: false)")
+        log.info("modified and noise data computed on the fly from m_psi (profile export: false)")
 
     # 5. the table's runs
     table_tasks = []
@@ -454,7 +454,7 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
     def said_run(spec, res):
         if res["status"] != "failed":
             meta = spec["meta"]
-            _say(f"{meta['variant']:>8} {meta['model']:<9} seed {meta['seed']}: "
+            log.info(f"{meta['variant']:>8} {meta['model']:<9} seed {meta['seed']}: "
                  f"MIG {res['metrics']['mig']['mig']:.3f}")
 
     failed(runner.run(table_tasks, on_result=said_run), "table runs")
@@ -476,9 +476,6 @@ def _robustness_stage(out: Path, dataset: str, prof: Profile, data, variant_spec
     ``fig5_<dataset>.png`` in ``out``. Runs at scale 1 with the table's models and seeds
     are the table's runs (same directory and config: found finished, not retrained); the
     others go to ``out/robustness/<variant>/<model>_<hyperparameter><value>_seed<seed>``."""
-    from vaebias.models import get_model_class
-    from vaebias.paper.fig5 import PRIMARY, figure_robustness, robustness_table, summarise_rows
-    from vaebias.training.loop import RunConfig, _defaults_key
 
     plan = prof.robustness_plan()
     tasks = []
@@ -486,7 +483,7 @@ def _robustness_stage(out: Path, dataset: str, prof: Profile, data, variant_spec
         for model in plan["models"]:
             hp = PRIMARY[model]
             params = dict(prof.model_params.get(model, {}))
-            base = float(params.get(hp, getattr(get_model_class(model).default_config(_defaults_key(data)), hp)))
+            base = float(params.get(hp, getattr(get_model_class(model).default_config(defaults_key(data)), hp)))
             for scale in plan["scales"]:
                 value = base * scale
                 for seed in plan["seeds"]:
@@ -502,7 +499,7 @@ def _robustness_stage(out: Path, dataset: str, prof: Profile, data, variant_spec
                     tasks.append(task(rd, cfg, variant=variant, model=model, seed=seed, hyperparameter=hp,
                                       value=value))
     reused = sum(t["id"].startswith("runs/") for t in tasks)
-    _say(f"Fig. 5 line search: {len(plan['models'])} model(s) x {len(plan['scales'])} values x "
+    log.info(f"Fig. 5 line search: {len(plan['models'])} model(s) x {len(plan['scales'])} values x "
          f"{len(plan['seeds'])} seeds x {len(plan['variants'])} variants = {len(tasks)} runs, "
          f"{reused} of them the table's")
 
@@ -510,7 +507,7 @@ def _robustness_stage(out: Path, dataset: str, prof: Profile, data, variant_spec
         if res["status"] != "failed":
             m = spec["meta"]
             au = res["metrics"].get("active_units", {})
-            _say(f"fig5 {m['variant']:>8} {m['model']:<9} {m['hyperparameter']} = {m['value']:g} seed {m['seed']}: "
+            log.info(f"fig5 {m['variant']:>8} {m['model']:<9} {m['hyperparameter']} = {m['value']:g} seed {m['seed']}: "
                  f"MIG {res['metrics']['mig']['mig']:.3f}, {au.get('active_units')} active units")
 
     results = runner.run(tasks, on_result=said)
@@ -531,6 +528,6 @@ def _robustness_stage(out: Path, dataset: str, prof: Profile, data, variant_spec
                        f"hyperparameter, mean ± std over the kept runs; runs with fewer active units than "
                        f"factors discarded.\n\n{table}", encoding="utf-8")
     png = figure_robustness(rows, out / f"fig5_{dataset}.png")
-    print(table, end="", flush=True)
-    _say(f"Fig. 5 written: {md_path.name}, {png.name}, {json_path.name}")
+    log.info("Fig. 5 table:\n%s", table)
+    log.info(f"Fig. 5 written: {md_path.name}, {png.name}, {json_path.name}")
     return {"rows": rows, "json": str(json_path), "md": str(md_path), "png": str(png)}

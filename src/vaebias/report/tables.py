@@ -16,7 +16,11 @@ import numpy as np
 
 from vaebias._internal.errors import RunError
 from vaebias._internal.io import atomic_path, read_json, read_yaml, write_json
+from vaebias.data import load_dataset
+from vaebias.manipulation import load_variant
+from vaebias.report.figures import new_figure, save_figure
 from vaebias.report.statistics import difference
+from vaebias.report.traversal import write_traversal
 
 __all__ = ["collect_runs", "difference_panel", "drops", "summarise", "write_report", "figure_manipulation",
            "figure_manipulation_health", "figure_seeds", "figure_loss_curves", "MODEL_LABELS"]
@@ -167,14 +171,12 @@ def _manipulation_markdown(selection: dict | None, health: dict | None) -> str:
 def figure_manipulation_health(log_csv: str | os.PathLike, out_png: str | os.PathLike, *, title: str = "") -> Path:
     """m_ψ's training curves from its ``train_log.csv``: L_ent and L_dis (left) and the
     gap L_dis − L_ent that ψ maximises (right), per logged step."""
-    import matplotlib.pyplot as plt
-
     with open(log_csv, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r.get("l_ent") and r.get("l_dis")]
     step = [int(r["step"]) for r in rows]
     l_ent = np.array([float(r["l_ent"]) for r in rows])
     l_dis = np.array([float(r["l_dis"]) for r in rows])
-    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3))
+    fig, (a, b) = new_figure(1, 2, figsize=(8, 3))
     a.plot(step, l_ent, label="L_ent (entangled decoder)")
     a.plot(step, l_dis, label="L_dis (disentangled decoder)")
     a.set_xlabel("m_ψ step")
@@ -192,10 +194,8 @@ def figure_manipulation_health(log_csv: str | os.PathLike, out_png: str | os.Pat
 def figure_seeds(rows: list[dict], out_png: str | os.PathLike, *, title: str = "") -> Path:
     """Every run's MIG as one point, per model (x) and variant (colour, side by side),
     with each cell's mean as a bar: the per-seed view behind Table 1's mean ± std."""
-    import matplotlib.pyplot as plt
-
     models, variants = _order({r["model"] for r in rows}, {r["variant"] for r in rows})
-    fig, ax = plt.subplots(figsize=(1.3 * len(models) + 1.5, 3.4))
+    fig, ax = new_figure(figsize=(1.3 * len(models) + 1.5, 3.4))
     width = 0.8 / max(1, len(variants))
     colours = {"original": "tab:blue", "modified": "tab:red", "noise": "tab:grey"}
     for j, v in enumerate(variants):
@@ -254,12 +254,10 @@ def _log_curve(run_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
 def figure_loss_curves(rows: list[dict], out_png: str | os.PathLike, *, title: str = "") -> Path:
     """Each run group's training loss (``train_log.csv``'s ``loss``, mean over seeds per
     logged step), one panel per model, one line per variant."""
-    import matplotlib.pyplot as plt
-
     models, variants = _order({r["model"] for r in rows}, {r["variant"] for r in rows})
     cols = min(4, len(models))
     nrows = -(-len(models) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.5 * nrows), squeeze=False)
+    fig, axes = new_figure(nrows, cols, figsize=(3.2 * cols, 2.5 * nrows), squeeze=False)
     colours = {"original": "tab:blue", "modified": "tab:red", "noise": "tab:grey"}
     for k, m in enumerate(models):
         ax = axes[k // cols, k % cols]
@@ -350,8 +348,6 @@ def figure_manipulation(base, altered, out_png, *, epsilon: float, num: int = 4,
         out_png: file to write (atomically).
         epsilon: colour range of the middle column (±ε; see :func:`difference_panel`).
     """
-    import matplotlib.pyplot as plt
-
     rng = np.random.default_rng(seed)
     f = base.sample_factors(num, rng)
     x = base.images(f).numpy()
@@ -359,7 +355,7 @@ def figure_manipulation(base, altered, out_png, *, epsilon: float, num: int = 4,
     d = xa - x
     rgb = x.shape[1] == 3
     middle = (f"0.5 + (x' − x)/(2·{epsilon:g})" if rgb else f"x' − x (±{epsilon:g})")
-    fig, axes = plt.subplots(num, 3, figsize=(7.2, 2.2 * num + 0.4), squeeze=False)
+    fig, axes = new_figure(num, 3, figsize=(7.2, 2.2 * num + 0.4), squeeze=False)
     for i in range(num):
         for j, img in enumerate([x[i], d[i], xa[i]]):
             ax = axes[i, j]
@@ -381,19 +377,6 @@ def figure_manipulation(base, altered, out_png, *, epsilon: float, num: int = 4,
     return save_figure(fig, out_png, dpi=100)
 
 
-def save_figure(fig, out_png: str | os.PathLike, *, dpi: int = 110) -> Path:
-    """Lay out a matplotlib figure, write it as a PNG atomically (never a partial file)
-    and close it. Returns the path."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    out_png = Path(out_png)
-    with atomic_path(out_png, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
-    plt.close(fig)
-    return out_png
-
-
 def write_report(out: str | os.PathLike) -> dict:
     """Write ``table.md``, ``table.csv``, ``table.json`` (with the drops and their
     statistics), ``manipulation.md`` (references, m_ψ's health), ``factor_gaps.md`` and the
@@ -403,7 +386,6 @@ def write_report(out: str | os.PathLike) -> dict:
     Raises:
         RunError: ``out`` is not a reproduce folder or holds no evaluated runs.
     """
-    from vaebias.data import load_dataset
 
     out = Path(out)
     if not (out / "profile.yaml").exists():
@@ -463,10 +445,9 @@ def write_report(out: str | os.PathLike) -> dict:
     if modified:
         altered = load_dataset(str(modified[0]))
     elif (out / "manipulation" / "checkpoint.pt").exists():  # profile export: false
-        altered = load_dataset(**base_spec, variant="modified", manipulation=str(out / "manipulation"))
+        altered = load_variant(**base_spec, variant="modified", manipulation=str(out / "manipulation"))
     base = load_dataset(**base_spec)
     if selection.exists():  # what the two references' latents do
-        from vaebias.report.traversal import write_traversal
 
         sel = read_json(selection)
         for role in ("entangled", "disentangled"):

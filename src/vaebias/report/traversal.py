@@ -21,6 +21,9 @@ import torch
 
 from vaebias._internal.errors import RunError
 from vaebias._internal.io import atomic_path
+from vaebias.data import load_dataset
+from vaebias.report.figures import new_figure, save_figure
+from vaebias.training import is_finished, load_run
 
 __all__ = ["decoder_of", "traversal_grid", "write_traversal"]
 
@@ -115,11 +118,7 @@ def write_traversal(run_dir: str | os.PathLike, out_png: str | os.PathLike, *, g
     Raises:
         RunError: not a finished run, or a model without a decoder.
     """
-    import matplotlib.pyplot as plt
     from PIL import Image
-
-    from vaebias.data import load_dataset
-    from vaebias.training.loop import is_finished, load_run
 
     if not is_finished(run_dir):
         raise RunError(f"{str(run_dir)!r} is not a finished training run; train it first")
@@ -136,7 +135,7 @@ def write_traversal(run_dir: str | os.PathLike, out_png: str | os.PathLike, *, g
             var = model.posterior(x)[1].mean(0).cpu().numpy()
         labels = [f"{lab}\nE[σ²]={v:.2f}" for lab, v in zip(labels, var)]
     d = images.shape[0]
-    fig, axes = plt.subplots(d, num_values + 1, figsize=(1.1 * (num_values + 1), 1.15 * d + 0.5), squeeze=False)
+    fig, axes = new_figure(d, num_values + 1, figsize=(1.1 * (num_values + 1), 1.15 * d + 0.5), squeeze=False)
     for i in range(d):
         for j in range(num_values + 1):
             ax = axes[i, j]
@@ -153,7 +152,6 @@ def write_traversal(run_dir: str | os.PathLike, out_png: str | os.PathLike, *, g
                 ax.set_xlabel(f"{values[i, j - 1]:.2f}", fontsize=6)
     fig.suptitle(f"{record['model']} ({Path(run_dir).name}): latent traversals around x0 "
                  f"(2nd-98th percentile of each latent)", fontsize=8)
-    from vaebias.report.tables import save_figure
 
     out_png = save_figure(fig, out_png, dpi=110)
     result = {"png": str(out_png), "values": values.tolist()}

@@ -48,30 +48,25 @@ from tqdm.auto import tqdm
 
 from vaebias._internal.config import from_dict, to_dict
 from vaebias._internal.errors import ConfigError
+from vaebias._internal.io import atomic_torch_save, load_checkpoint
+from vaebias.data import load_dataset
+from vaebias.models import get_model_class
 from vaebias.models.base import NOISE_FEED
 from vaebias.training.loop import (
-    CHECKPOINT,
-    LOG,
     RunConfig,
-    _atomic_torch_save,
-    _read_log,
-    _write_log,
     build_run,
     interrupt_at_step_boundary,
-    is_finished,
     load_run,
-    log_row,
-    open_run_dir,
     resolve_device,
     train,
 )
+from vaebias.training.rundir import CHECKPOINT, LOG, is_finished, log_row, open_run_dir, read_log, write_log
 
 __all__ = ["can_ensemble", "train_ensemble"]
 
 
 def can_ensemble(model: str) -> bool:
     """Whether runs of the registered model ``model`` can train as a batched ensemble."""
-    from vaebias.models import get_model_class
 
     return bool(getattr(get_model_class(model), "ensemble_ok", False))
 
@@ -167,7 +162,6 @@ def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str |
             without ``ensemble_ok``, mismatched lengths.
         RunError: a run directory that is unwritable or holds another configuration.
     """
-    from vaebias.data import load_dataset
 
     configs = [c if isinstance(c, RunConfig) else from_dict(RunConfig, c) for c in configs]
     run_dirs = [Path(r) for r in run_dirs]
@@ -205,10 +199,10 @@ def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str |
     # --- resume from the members' checkpoints
     for m, opt in zip(members, solo_opts):
         path = run_dirs[m["i"]] / CHECKPOINT
-        fields, rows = _read_log(run_dirs[m["i"]] / LOG)
+        fields, rows = read_log(run_dirs[m["i"]] / LOG)
         m["fields"] = fields
         if path.exists():
-            state = torch.load(path, map_location=device, weights_only=False)
+            state = load_checkpoint(path, map_location=device)
             m["model"].load_state_dict(state["model"])
             opt.load_state_dict(state["optimizers"]["main"])
             m["rng"].bit_generator.state = state["numpy_rng"]
@@ -232,7 +226,7 @@ def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str |
                                                       if k in ("lr", "betas", "eps", "fused")})
     if step > 0:
         stacked = {}
-        for j, name in enumerate(names):
+        for j in range(len(names)):
             sts = [o.state_dict()["state"].get(j) for o in solo_opts]
             if all(s is not None for s in sts):
                 stacked[j] = {"step": sts[0]["step"].clone(),
@@ -281,7 +275,7 @@ def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str |
             osd = solo_opts[k].state_dict()
             osd["state"] = ostate
             gen_state = m["gen"].get_state()
-            _atomic_torch_save({
+            atomic_torch_save({
                 "step": at_step, "total_steps": cfg.steps, "model": member_state,
                 "optimizers": {"main": osd}, "numpy_rng": m["rng"].bit_generator.state,
                 "torch_rng": gen_state if device.type != "cuda" else torch.get_rng_state(),
@@ -290,7 +284,7 @@ def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str |
                 "log_acc": {"sums": dict(acc[k]), "n": n_acc},  # the current log row's partial sums
             }, run_dirs[m["i"]] / CHECKPOINT)
             if m["rows"]:
-                _write_log(run_dirs[m["i"]] / LOG, m["fields"], m["rows"])
+                write_log(run_dirs[m["i"]] / LOG, m["fields"], m["rows"])
 
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True, leave=False,
                desc=f"{configs[0].model} ensemble of {len(members)}")

@@ -17,41 +17,37 @@ state.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vaebias._internal.config import TrainConfig, check, from_dict, to_dict, with_defaults
-from vaebias.data.samplers import UniformSampler
-from vaebias.training.sharded import sharded_backward
+from vaebias._internal.config import TrainConfig, check, from_dict, to_dict
 from vaebias._internal.errors import ConfigError, RunError
-from vaebias._internal.io import as_plain, atomic_path, ensure_writable_dir, read_yaml, versions, write_json, write_yaml
+from vaebias._internal.io import atomic_torch_save, load_checkpoint, read_yaml
+from vaebias.data import load_dataset
+from vaebias.data.samplers import UniformSampler
+from vaebias.models import build_model, defaults_key, get_model_class
+from vaebias.training.rundir import CHECKPOINT, LOG, log_row, open_run_dir, read_log, write_log
+from vaebias.training.sharded import sharded_backward
 
 __all__ = [
     "RunConfig",
     "build_run",
     "data_parallel_shards",
     "fit",
-    "open_run_dir",
     "train",
     "load_run",
     "resolve_device",
-    "is_finished",
-    "CHECKPOINT",
 ]
 
-CHECKPOINT = "checkpoint.pt"
-LOG = "train_log.csv"
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -88,42 +84,9 @@ class RunConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
     def __post_init__(self):
-        from vaebias.models import get_model_class
 
         get_model_class(self.model)  # raises ConfigError for an unknown name
         check("name" in self.dataset, "dataset", self.dataset, "a mapping with a 'name' key")
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def _read_log(path: Path) -> tuple[list[str], list[dict]]:
-    if not path.exists():
-        return [], []
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        return list(reader.fieldnames or []), list(reader)
-
-
-def _write_log(path: Path, fields: list[str], rows: list[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
-
-
-def is_finished(run_dir: str | os.PathLike) -> bool:
-    """True when ``run_dir`` holds a checkpoint at its configured final step."""
-    run_dir = Path(run_dir)
-    ckpt = run_dir / CHECKPOINT
-    if not ckpt.exists() or not (run_dir / "config.yaml").exists():
-        return False
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    return state.get("step", 0) >= state.get("total_steps", float("inf"))
 
 
 def fit(
@@ -175,9 +138,9 @@ def fit(
 
     step, resumed_from = 0, None
     ckpt_path = run_dir / CHECKPOINT
-    fields, rows = _read_log(run_dir / LOG)
+    fields, rows = read_log(run_dir / LOG)
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        state = load_checkpoint(ckpt_path, map_location=device)
         model.load_state_dict(state["model"])
         for name, opt in optimizers.items():
             opt.load_state_dict(state["optimizers"][name])
@@ -193,7 +156,7 @@ def fit(
         log_acc = {"sums": {}, "n": 0}
 
     def save(at_step: int) -> None:
-        _atomic_torch_save(
+        atomic_torch_save(
             {
                 "step": at_step,
                 "total_steps": cfg.steps,
@@ -207,7 +170,7 @@ def fit(
             ckpt_path,
         )
         if rows:
-            _write_log(run_dir / LOG, fields, rows)
+            write_log(run_dir / LOG, fields, rows)
 
     if step >= cfg.steps:
         return {"step": step, "resumed_from": resumed_from, "last": rows[-1] if rows else {}}
@@ -294,43 +257,6 @@ def interrupt_at_step_boundary():
         signal.signal(signal.SIGINT, previous)
 
 
-def log_row(step: int, sums: dict, n: int, images: int, seconds: float, elapsed: float) -> dict:
-    """One row of ``train_log.csv``: the step, each loss term's mean over the ``n`` steps
-    since the last row (``sums`` holds their sums), images/s over that stretch and the
-    seconds since the loop started (strings, as written)."""
-    row = {"step": step, **{k: f"{v / n:.6g}" for k, v in sums.items()}}
-    row["images_per_s"] = f"{images / max(seconds, 1e-9):.1f}"
-    row["elapsed_s"] = f"{elapsed:.2f}"
-    return row
-
-
-def open_run_dir(run_dir: str | os.PathLike, record: dict, record_classes: dict | None = None) -> Path:
-    """Create ``run_dir`` with ``config.yaml`` (``record``) and ``versions.json``, or check
-    that an existing one holds the same configuration.
-
-    ``record_classes`` maps sections of ``record`` besides ``"train"`` (always read as
-    :class:`~vaebias._internal.config.TrainConfig`) to the config dataclass they hold, e.g.
-    ``{"manipulation": ManipulationConfig}``: a saved section is read as that class before
-    the comparison, so that fields added since the file was written take their defaults.
-
-    Raises:
-        RunError: the folder is unwritable or its config.yaml describes another run.
-    """
-    run_dir = ensure_writable_dir(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if cfg_path.exists():
-        # compare as plain data: YAML turns tuples (e.g. in describe()) into lists
-        if not _same_record(read_yaml(cfg_path), record, record_classes or {}):
-            raise RunError(
-                f"{cfg_path} holds a different configuration; use a new output folder "
-                f"or delete {str(run_dir)!r} to start over"
-            )
-    else:
-        write_yaml(cfg_path, record)
-        write_json(run_dir / "versions.json", versions())
-    return run_dir
-
-
 def _apply_speed_settings(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
     """Apply ``cfg``'s precision, layout and compile settings to ``model`` (in place).
 
@@ -382,27 +308,6 @@ def data_parallel_shards(model: torch.nn.Module, cfg: TrainConfig, device: torch
     return min(k, cfg.batch_size)
 
 
-def _same_record(old: dict, new: dict, classes: dict) -> bool:
-    """Whether a saved ``config.yaml`` describes the run of ``new``: compared as plain
-    data, after filling in the fields of TrainConfig and of ``classes``' sections added
-    since the old file was written."""
-    old = with_defaults(old, "train", TrainConfig)
-    for key, cls in classes.items():
-        if old is not None:
-            old = with_defaults(old, key, cls)
-    return old is not None and as_plain(old) == as_plain(new)
-
-
-def _defaults_key(data) -> str:
-    """Which per-dataset model defaults apply: the base dataset's name for variants
-    (a modified dSprites uses dSprites' hyperparameters)."""
-    name = data.name
-    for suffix in ("_modified", "_noise"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def train(config: RunConfig | dict, run_dir: str | os.PathLike, data=None, *, progress: bool = True,
           callback=None):
     """Train one registered model as described by ``config`` into ``run_dir``.
@@ -419,7 +324,6 @@ def train(config: RunConfig | dict, run_dir: str | os.PathLike, data=None, *, pr
     Returns:
         the trained model (on the training device, in eval mode).
     """
-    from vaebias.data import load_dataset
 
     if not isinstance(config, RunConfig):
         config = from_dict(RunConfig, config)
@@ -439,11 +343,10 @@ def build_run(config: RunConfig, data) -> tuple[torch.nn.Module, dict]:
     the dataset's defaults); the record is the config's plain form with the model's
     full hyperparameters and the dataset's ``describe()``.
     """
-    from vaebias.models import build_model
 
     torch.manual_seed(config.train.seed)  # seeded initialisation
     model = build_model(config.model, data.observation_shape, data.num_factors,
-                        config.model_params, dataset=_defaults_key(data), dataset_size=len(data))
+                        config.model_params, dataset=defaults_key(data), dataset_size=len(data))
     record = to_dict(config)
     record["model_params"] = to_dict(model.config)
     record["dataset_info"] = data.describe()
@@ -456,7 +359,6 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
     Raises:
         RunError: no config.yaml or checkpoint.pt in ``run_dir``.
     """
-    from vaebias.models import build_model
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists() or not (run_dir / CHECKPOINT).exists():
@@ -468,7 +370,7 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
                        f"(it needs 'model' and 'dataset_info')")
     model = build_model(record["model"], tuple(info["observation_shape"]), len(info["factor_sizes"]),
                         record["model_params"])
-    state = torch.load(run_dir / CHECKPOINT, map_location=resolve_device(device), weights_only=False)
+    state = load_checkpoint(run_dir / CHECKPOINT, map_location=resolve_device(device))
     model.load_state_dict(state["model"])
     model.to(resolve_device(device))
     return model.eval(), record

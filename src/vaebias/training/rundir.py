@@ -1,0 +1,105 @@
+"""A run directory: ``config.yaml`` (the run's record), ``checkpoint.pt`` (atomic),
+``train_log.csv``, ``versions.json``; ``metrics.json`` after evaluation and
+``task_log.jsonl`` when a sweep ran it. Nothing else is state."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+from vaebias._internal.config import TrainConfig, with_defaults
+from vaebias._internal.errors import RunError
+from vaebias._internal.io import (
+    as_plain,
+    atomic_path,
+    ensure_writable_dir,
+    load_checkpoint,
+    read_yaml,
+    versions,
+    write_json,
+    write_yaml,
+)
+
+__all__ = ["CHECKPOINT", "LOG", "is_finished", "log_row", "open_run_dir", "read_log", "write_log"]
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "train_log.csv"
+
+
+def read_log(path: Path) -> tuple[list[str], list[dict]]:
+    """(field names, rows as dicts of strings) of a ``train_log.csv``; empty when absent."""
+    if not path.exists():
+        return [], []
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def write_log(path: Path, fields: list[str], rows: list[dict]) -> None:
+    """Write a ``train_log.csv`` atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def is_finished(run_dir: str | os.PathLike) -> bool:
+    """True when ``run_dir`` holds a checkpoint at its configured final step."""
+    run_dir = Path(run_dir)
+    ckpt = run_dir / CHECKPOINT
+    if not ckpt.exists() or not (run_dir / "config.yaml").exists():
+        return False
+    state = load_checkpoint(ckpt, map_location="cpu")
+    return state.get("step", 0) >= state.get("total_steps", float("inf"))
+
+
+def open_run_dir(run_dir: str | os.PathLike, record: dict, record_classes: dict | None = None) -> Path:
+    """Create ``run_dir`` with ``config.yaml`` (``record``) and ``versions.json``, or check
+    that an existing one holds the same configuration.
+
+    ``record_classes`` maps sections of ``record`` besides ``"train"`` (always read as
+    :class:`~vaebias._internal.config.TrainConfig`) to the config dataclass they hold, e.g.
+    ``{"manipulation": ManipulationConfig}``: a saved section is read as that class before
+    the comparison, so that fields added since the file was written take their defaults.
+
+    Raises:
+        RunError: the folder is unwritable or its config.yaml describes another run.
+    """
+    run_dir = ensure_writable_dir(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if cfg_path.exists():
+        # compare as plain data: YAML turns tuples (e.g. in describe()) into lists
+        if not _same_record(read_yaml(cfg_path), record, record_classes or {}):
+            raise RunError(
+                f"{cfg_path} holds a different configuration; use a new output folder "
+                f"or delete {str(run_dir)!r} to start over"
+            )
+    else:
+        write_yaml(cfg_path, record)
+        write_json(run_dir / "versions.json", versions())
+    return run_dir
+
+
+def _same_record(old: dict, new: dict, classes: dict) -> bool:
+    """Whether a saved ``config.yaml`` describes the run of ``new``: compared as plain
+    data, after filling in the fields of TrainConfig and of ``classes``' sections added
+    since the old file was written."""
+    old = with_defaults(old, "train", TrainConfig)
+    for key, cls in classes.items():
+        if old is not None:
+            old = with_defaults(old, key, cls)
+    return old is not None and as_plain(old) == as_plain(new)
+
+
+def log_row(step: int, sums: dict, n: int, images: int, seconds: float, elapsed: float) -> dict:
+    """One row of ``train_log.csv``: the step, each loss term's mean over the ``n`` steps
+    since the last row (``sums`` holds their sums), images/s over that stretch and the
+    seconds since the loop started (strings, as written)."""
+    row = {"step": step, **{k: f"{v / n:.6g}" for k, v in sums.items()}}
+    row["images_per_s"] = f"{images / max(seconds, 1e-9):.1f}"
+    row["elapsed_s"] = f"{elapsed:.2f}"
+    return row
