@@ -40,7 +40,7 @@ from vaebias.metrics.sampling import FAST_MODE
 from vaebias.models import available as model_names
 from vaebias.paper.fig1 import fig1_experiment, figure_fig1
 from vaebias.paper.fig5 import robustness_table, write_robustness
-from vaebias.paper.reproduce import EPSILON, load_profile, profiles, reproduce
+from vaebias.paper.reproduce import load_profile, profiles, reproduce
 from vaebias.paper.theorem1 import PASS_TOLERANCE, theorem1_experiment
 from vaebias.report.html import write_html_report
 from vaebias.report.tables import write_report
@@ -398,7 +398,7 @@ def _run(args) -> int:
             raise ConfigError("--unclipped-objective needs --loss l2 (the Bernoulli loss is "
                               "unbounded below for targets outside [0, 1])")
         data = load_dataset(args.dataset)
-        eps = args.epsilon if args.epsilon is not None else EPSILON.get(data.name, 0.1)
+        eps = args.epsilon if args.epsilon is not None else (type(data).epsilon or 0.1)
         mcfg = ManipulationConfig(epsilon=eps, clip=not args.no_clip, field_width=args.field_width,
                                   loss=args.loss, clip_in_objective=not args.unclipped_objective)
         tcfg = TrainConfig(steps=args.steps, seed=args.seed, device=args.device)

@@ -14,7 +14,6 @@ m_ψ, are loaded by :func:`vaebias.manipulation.load_variant`.
 
 from __future__ import annotations
 
-import inspect
 import os
 import zipfile
 from pathlib import Path
@@ -22,11 +21,11 @@ from pathlib import Path
 import h5py
 
 from vaebias._internal.errors import ConfigError
+from vaebias.data import blobs, toy  # noqa: F401  (they register themselves)
 from vaebias.data.base import DataError, GroundTruthData
-from vaebias.data.blobs import Blobs
-from vaebias.data.dsprites import DSpritesFile, load_dsprites
-from vaebias.data.shapes3d import Shapes3DFile, load_shapes3d
-from vaebias.data.toy import ToySquares
+from vaebias.data.dsprites import DSpritesFile
+from vaebias.data.registry import available, get_loader, options_of, register, takes_files
+from vaebias.data.shapes3d import Shapes3DFile
 from vaebias.data.variants import (
     FORMAT,
     ExportedDataset,
@@ -44,14 +43,9 @@ __all__ = [
     "available",
     "export_dataset",
     "load_dataset",
+    "register",
 ]
 
-_NAMES = ("dsprites", "shapes3d", "toy", "blobs")
-
-
-def available() -> list[str]:
-    """Names accepted by :func:`load_dataset` (besides file paths)."""
-    return list(_NAMES)
 
 
 def _load_file(path: Path, **kwargs) -> GroundTruthData:
@@ -115,25 +109,16 @@ def load_dataset(name: str | os.PathLike, *, path: str | os.PathLike | None = No
         raise ConfigError("variant/manipulation: the modified and noise datasets of a trained m_psi are "
                           "loaded with vaebias.manipulation.load_variant(name, variant=..., manipulation=...)")
     name_str = os.fspath(name)
-    if name_str == "dsprites":
-
-        if kwargs:
-            raise ConfigError(f"unknown option(s) {', '.join(sorted(kwargs))} for dataset 'dsprites'; it takes none")
-        return load_dsprites(path=path, data_dir=data_dir)
-    if name_str == "shapes3d":
-
-        unknown = sorted(set(kwargs) - {"in_memory"})
-        if unknown:
-            raise ConfigError(f"unknown option(s) {', '.join(unknown)} for dataset 'shapes3d'; allowed: in_memory")
-        return load_shapes3d(path=path, data_dir=data_dir, **kwargs)
-    if name_str in ("toy", "blobs"):
-        cls = ToySquares if name_str == "toy" else Blobs
-        allowed = [p for p in inspect.signature(cls).parameters if p != "self"]
+    if name_str in available():
+        loader = get_loader(name_str)
+        allowed = options_of(loader)
         unknown = sorted(set(kwargs) - set(allowed))
         if unknown:
             raise ConfigError(f"unknown option(s) {', '.join(unknown)} for dataset {name_str!r}; "
-                              f"allowed: {', '.join(allowed)}")
-        return cls(**kwargs)
+                              + (f"allowed: {', '.join(allowed)}" if allowed else "it takes none"))
+        if takes_files(loader):
+            return loader(path=path, data_dir=data_dir, **kwargs)
+        return loader(**kwargs)
     looks_like_path = os.sep in name_str or Path(name_str).suffix in (".h5", ".hdf5", ".npz")
     if looks_like_path or Path(name_str).exists():
         return _load_file(Path(name_str), **kwargs)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -66,6 +67,12 @@ class GroundTruthData(ABC):
     (tuple of int, length K) and ``observation_shape`` ((C, H, W)) and implement
     :meth:`_images_at`. Everything else is derived here.
     """
+
+    #: ε of the paper's manipulation and noise control on this dataset (Sec. 5.2; max-norm,
+    #: image values in [0, 1]); None: the dataset has no default and ε must be given
+    epsilon: ClassVar[float | None] = None
+    #: the dataset's name in tables and figures
+    display_name: ClassVar[str] = ""
 
     factor_names: tuple[str, ...]
     factor_sizes: tuple[int, ...]

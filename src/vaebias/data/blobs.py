@@ -49,10 +49,12 @@ import numpy as np
 import torch
 
 from vaebias.data.base import DataError, GroundTruthData
+from vaebias.data.registry import register
 
 __all__ = ["Blobs"]
 
 
+@register("blobs")
 class Blobs(GroundTruthData):
     """Images float32 (n, 1, canvas, canvas) in [0, 1]; factors (posX, posY[, scale]).
 
@@ -73,6 +75,8 @@ class Blobs(GroundTruthData):
     """
 
     name = "blobs"
+    epsilon = 0.1
+    display_name = "blobs"
 
     def __init__(self, num_positions: int = 16, canvas: int = 32, sigma: float = 3.0,
                  sigma_max: float = 6.0, num_scales: int = 4, margin: float = 5.0, aspect: float = 1.0,

@@ -34,7 +34,8 @@ import zlib
 import numpy as np
 import torch
 
-from .base import DataError, GroundTruthData, find_data_file
+from vaebias.data.base import DataError, GroundTruthData, find_data_file
+from vaebias.data.registry import register
 
 __all__ = [
     "FACTOR_NAMES",
@@ -91,7 +92,7 @@ def values_of(factors) -> np.ndarray:
     Raises:
         DataError: bad shape or an index out of range (see ``as_factor_array``).
     """
-    from .base import as_factor_array
+    from vaebias.data.base import as_factor_array
 
     f = as_factor_array(factors, FACTOR_SIZES)
     vals = factor_values()
@@ -241,6 +242,8 @@ class DSpritesRenderer(GroundTruthData):
     """
 
     name = "dsprites"
+    epsilon = 0.1
+    display_name = "dSprites"
     factor_names = FACTOR_NAMES
     factor_sizes = FACTOR_SIZES
     observation_shape = (1, _IMG, _IMG)
@@ -345,6 +348,8 @@ class DSpritesFile(GroundTruthData):
     """
 
     name = "dsprites"
+    epsilon = 0.1
+    display_name = "dSprites"
     factor_names = FACTOR_NAMES
     observation_shape = (1, _IMG, _IMG)
     categorical_factors = (0,)
@@ -565,6 +570,7 @@ def find_dsprites_file(data_dir=None) -> pathlib.Path | None:
     return find_data_file(_CANDIDATES, data_dir)
 
 
+@register("dsprites")
 def load_dsprites(path=None, data_dir=None) -> GroundTruthData:
     """dSprites from ``path``, else from a found file, else the procedural renderer.
 

@@ -36,7 +36,8 @@ import threading
 import numpy as np
 import torch
 
-from .base import DataError, GroundTruthData, as_factor_array, find_data_file
+from vaebias.data.base import DataError, GroundTruthData, as_factor_array, find_data_file
+from vaebias.data.registry import register
 
 __all__ = [
     "FACTOR_NAMES",
@@ -587,6 +588,8 @@ class Shapes3DRenderer(GroundTruthData):
     """
 
     name = "shapes3d"
+    epsilon = 0.175
+    display_name = "Shapes3D"
     factor_names = FACTOR_NAMES
     factor_sizes = FACTOR_SIZES
     observation_shape = (3, _IMG, _IMG)
@@ -726,6 +729,8 @@ class Shapes3DFile(GroundTruthData):
     """
 
     name = "shapes3d"
+    epsilon = 0.175
+    display_name = "Shapes3D"
     factor_names = FACTOR_NAMES
     factor_sizes = FACTOR_SIZES
     observation_shape = (3, _IMG, _IMG)
@@ -922,6 +927,7 @@ def find_shapes3d_file(data_dir=None) -> pathlib.Path | None:
     return find_data_file(_CANDIDATES, data_dir)
 
 
+@register("shapes3d")
 def load_shapes3d(path=None, data_dir=None, *, in_memory: bool = False) -> GroundTruthData:
     """Shapes3D from ``path``, else from a found file, else the procedural renderer.
 

@@ -12,16 +12,20 @@ import numpy as np
 import torch
 
 from vaebias.data.base import DataError, GroundTruthData
+from vaebias.data.registry import register
 
 __all__ = ["ToySquares"]
 
 
+@register("toy")
 class ToySquares(GroundTruthData):
     """Images float32 (n, 1, 64, 64) in {0, 1}; factors (posX, posY)."""
 
     factor_names = ("posX", "posY")
     observation_shape = (1, 64, 64)
     name = "toy"
+    epsilon = 0.1
+    display_name = "toy squares"
 
     def __init__(self, num_positions: int = 16, side: int = 12):
         if not 2 <= num_positions <= 64 - side + 1:

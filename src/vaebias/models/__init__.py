@@ -9,7 +9,8 @@ from typing import Any
 from vaebias._internal.config import from_dict
 from vaebias._internal.errors import ConfigError
 
-__all__ = ["register", "available", "get_model_class", "build_model", "model_config", "defaults_key"]
+__all__ = ["register", "available", "get_model_class", "build_model", "model_config", "defaults_key", "model_label",
+           "table_order", "primary_hyperparameters", "table1_models"]
 
 _REGISTRY: dict[str, type] = {}
 
@@ -85,6 +86,32 @@ def build_model(name: str, observation_shape, num_factors: int, params=None, dat
     cls = get_model_class(name)
     return cls(observation_shape, num_factors, model_config(name, params, dataset, dataset_size))
 
+
+
+def model_label(name: str) -> str:
+    """The table label of model ``name`` (e.g. "β-VAE"); an unregistered name as it is."""
+    cls = _REGISTRY.get(name)
+    return (cls.label or cls.name) if cls is not None else name
+
+
+def table_order(names) -> list[str]:
+    """``names`` in table order: registered models by ``table_row`` (Table 1's order
+    first), then any other names alphabetically."""
+    def key(n):
+        cls = _REGISTRY.get(n)
+        return (0, cls.table_row, n) if cls is not None else (1, 0, n)
+
+    return sorted(names, key=key)
+
+
+def primary_hyperparameters() -> dict[str, str]:
+    """``{model name: its primary hyperparameter}`` of the registered models that have one."""
+    return {n: c.primary_hyperparameter for n, c in sorted(_REGISTRY.items()) if c.primary_hyperparameter}
+
+
+def table1_models() -> tuple[str, ...]:
+    """The registered models that are rows of the paper's Table 1, in its order."""
+    return tuple(table_order(n for n, c in _REGISTRY.items() if c.in_table1))
 
 def _import_model_files() -> None:
     """Import every module of this package so that its models register themselves."""

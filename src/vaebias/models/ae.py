@@ -21,6 +21,10 @@ from vaebias.models.networks import ConvDecoder, ConvEncoder, image_size_of
 @register("ae")
 class AE(Model):
     """Deterministic autoencoder; latent size = number of ground-truth factors."""
+    label = "AE"
+    primary_hyperparameter = None
+    table_row = 0
+    in_table1 = True
 
     ensemble_ok = True
     batch_separable = True

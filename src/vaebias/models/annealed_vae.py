@@ -48,6 +48,10 @@ def capacity(step: int | torch.Tensor, c_max: float, iteration_threshold: int) -
 @register("annealed_vae")
 class AnnealedVAE(GaussianVAE):
     """AnnealedVAE with latent size = number of ground-truth factors."""
+    label = "AnnealedVAE"
+    primary_hyperparameter = "c_max"
+    table_row = 9
+    in_table1 = False
 
     @dataclasses.dataclass
     class Config:

@@ -90,6 +90,14 @@ class Model(nn.Module):
 
     #: registry name, set by :func:`vaebias.models.register`
     name: ClassVar[str] = ""
+    #: row name in tables and figures (the paper's Table 1 name, e.g. "β-VAE"); default: ``name``
+    label: ClassVar[str] = ""
+    #: the hyperparameter the paper's Fig. 5 line search scales (None: the model has none)
+    primary_hyperparameter: ClassVar[str | None] = None
+    #: position among the rows of tables (the paper's Table 1 order first)
+    table_row: ClassVar[int] = 100
+    #: a row of the paper's Table 1
+    in_table1: ClassVar[bool] = False
     #: "single" images or "pairs" (Slow-VAE, PCL, weakly supervised GAN)
     input_kind: ClassVar[str] = "single"
     #: True when the model has a posterior variance (active units apply)

@@ -88,6 +88,10 @@ def total_correlation(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
 @register("beta_tc_vae")
 class BetaTCVAE(GaussianVAE):
     """β-TC-VAE with latent size = number of ground-truth factors."""
+    label = "β-TC-VAE"
+    primary_hyperparameter = "beta"
+    table_row = 3
+    in_table1 = True
 
     ensemble_ok = True
 

@@ -27,6 +27,10 @@ from vaebias.models.base import GaussianVAE, bernoulli_reconstruction, gaussian_
 @register("beta_vae")
 class BetaVAE(GaussianVAE):
     """β-VAE with latent size = number of ground-truth factors."""
+    label = "β-VAE"
+    primary_hyperparameter = "beta"
+    table_row = 1
+    in_table1 = True
 
     ensemble_ok = True
     batch_separable = True

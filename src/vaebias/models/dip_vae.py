@@ -97,6 +97,10 @@ def _check_lambdas(cfg) -> None:
 @register("dip_vae_i")
 class DIPVAEI(_DIPVAE):
     """DIP-VAE-I: regularises Cov[μ(x)]."""
+    label = "DIP-VAE-I"
+    primary_hyperparameter = "lambda_od"
+    table_row = 7
+    in_table1 = False
 
     dip_type = "i"
 
@@ -115,6 +119,10 @@ class DIPVAEI(_DIPVAE):
 @register("dip_vae_ii")
 class DIPVAEII(_DIPVAE):
     """DIP-VAE-II: regularises E[Σ(x)] + Cov[μ(x)]."""
+    label = "DIP-VAE-II"
+    primary_hyperparameter = "lambda_od"
+    table_row = 8
+    in_table1 = False
 
     dip_type = "ii"
 

@@ -128,6 +128,10 @@ def _frozen(module: nn.Module):
 @register("factor_vae")
 class FactorVAE(GaussianVAE):
     """FactorVAE with latent size = number of ground-truth factors."""
+    label = "FactorVAE"
+    primary_hyperparameter = "gamma"
+    table_row = 2
+    in_table1 = True
 
     @dataclasses.dataclass
     class Config:

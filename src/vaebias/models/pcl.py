@@ -71,6 +71,10 @@ def random_cycle(n: int, device=None) -> torch.Tensor:
 @register("pcl")
 class PCL(Model):
     """PCL with a deterministic code of size = number of ground-truth factors."""
+    label = "PCL"
+    primary_hyperparameter = None
+    table_row = 5
+    in_table1 = True
 
     input_kind = "pairs"
     stochastic = False

@@ -91,6 +91,10 @@ def gaussian_entropy(logvar: torch.Tensor) -> torch.Tensor:
 @register("slow_vae")
 class SlowVAE(GaussianVAE):
     """Slow-VAE with latent size = number of ground-truth factors (module docstring)."""
+    label = "Slow-VAE"
+    primary_hyperparameter = "gamma"
+    table_row = 4
+    in_table1 = True
 
     ensemble_ok = True
     batch_separable = True  # every term is a mean over pairs; noise for the stacked pair rows

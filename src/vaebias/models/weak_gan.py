@@ -219,6 +219,10 @@ def _frozen(module: nn.Module):
 @register("weak_gan")
 class WeakGAN(Model):
     """Paired GAN with projection discriminator and a latent-recovering encoder."""
+    label = "Weak. sup. GAN"
+    primary_hyperparameter = None
+    table_row = 6
+    in_table1 = True
 
     input_kind = "pairs"
     stochastic = False

@@ -2,6 +2,6 @@
 whole study from a profile), :mod:`~vaebias.paper.fig1`, :mod:`~vaebias.paper.fig5`
 (robustness over the primary hyperparameter) and :mod:`~vaebias.paper.theorem1`."""
 
-from vaebias.paper.reproduce import EPSILON, VARIANTS, Profile, load_profile, profiles, reproduce
+from vaebias.paper.reproduce import TABLE1_MODELS, VARIANTS, Profile, load_profile, profiles, reproduce
 
-__all__ = ["EPSILON", "VARIANTS", "Profile", "load_profile", "profiles", "reproduce"]
+__all__ = ["TABLE1_MODELS", "VARIANTS", "Profile", "load_profile", "profiles", "reproduce"]

@@ -21,15 +21,12 @@ import numpy as np
 
 from vaebias._internal.errors import ConfigError, RunError
 from vaebias._internal.io import read_json, write_json
-from vaebias.models import get_model_class
+from vaebias.models import get_model_class, primary_hyperparameters
 from vaebias.report.figures import new_figure, save_figure
 
-__all__ = ["PRIMARY", "SCALES", "dataset_label", "draw_robustness", "figure_robustness", "robustness_grid",
+__all__ = ["SCALES", "dataset_label", "draw_robustness", "figure_robustness", "robustness_grid",
            "robustness_table", "summarise_robustness", "summarise_rows", "write_robustness"]
 
-#: each model's primary hyperparameter (the one the paper's line search scales)
-PRIMARY = {"beta_vae": "beta", "beta_tc_vae": "beta", "factor_vae": "gamma", "slow_vae": "gamma",
-           "dip_vae_i": "lambda_od", "dip_vae_ii": "lambda_od", "annealed_vae": "c_max"}
 #: the default scale factors of the literature value
 SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
@@ -39,7 +36,8 @@ def robustness_grid(models, datasets, *, defaults_of: str, scales=SCALES, seeds=
     """The sweep grid of the line search.
 
     Args:
-        models: names with a primary hyperparameter (keys of :data:`PRIMARY`).
+        models: names of models with a ``primary_hyperparameter``
+            (:func:`vaebias.models.primary_hyperparameters`).
         datasets: dataset specs of the sweep (e.g. the original and the exported
             modified dataset: ``[{"name": "shapes3d"}, {"name": "path/to/modified.h5"}]``).
         defaults_of: the dataset whose literature values are scaled (``"dsprites"`` or
@@ -57,16 +55,17 @@ def robustness_grid(models, datasets, *, defaults_of: str, scales=SCALES, seeds=
         ConfigError: a model without a primary hyperparameter, or no scale.
     """
 
-    unknown = [m for m in models if m not in PRIMARY]
+    primary = primary_hyperparameters()
+    unknown = [m for m in models if m not in primary]
     if unknown:
         raise ConfigError(f"model(s) {unknown} have no primary hyperparameter for the line search; "
-                          f"available: {sorted(PRIMARY)}")
+                          f"available: {sorted(primary)}")
     if not scales:
         raise ConfigError("scales must hold at least one factor")
     params = {}
     for m in models:
-        base = getattr(get_model_class(m).default_config(defaults_of), PRIMARY[m])
-        params[m] = {PRIMARY[m]: [float(base) * float(s) for s in scales]}
+        base = getattr(get_model_class(m).default_config(defaults_of), primary[m])
+        params[m] = {primary[m]: [float(base) * float(s) for s in scales]}
     ev = dict(evaluate or {"metrics": ["mig", "active_units"]})
     ev["metrics"] = list(dict.fromkeys([*ev.get("metrics", ["mig"]), "mig", "active_units"]))
     grid = {"models": list(models), "datasets": list(datasets), "seeds": list(seeds), "model_params": params,
@@ -116,9 +115,10 @@ def summarise_rows(results: list[dict]) -> list[dict]:
         "value", "runs", "discarded", "kept", "mig_mean", "mig_std"}`` (means None when
         every run was discarded; std with ddof 0).
     """
+    primary = primary_hyperparameters()
     groups: dict[tuple, list[dict]] = {}
     for row in results:
-        name = PRIMARY.get(row["model"])
+        name = primary.get(row["model"])
         params = json.loads(row["model_params"]) if isinstance(row["model_params"], str) else row["model_params"]
         if name is None or name not in params or row.get("mig") is None:
             continue
@@ -126,7 +126,7 @@ def summarise_rows(results: list[dict]) -> list[dict]:
     rows = []
     for (model, dataset, value), runs in sorted(groups.items()):
         kept = [r["mig"] for r in runs if not _over_pruned(r)]
-        rows.append({"model": model, "dataset": dataset, "hyperparameter": PRIMARY[model], "value": value,
+        rows.append({"model": model, "dataset": dataset, "hyperparameter": primary[model], "value": value,
                      "runs": len(runs), "discarded": len(runs) - len(kept), "kept": len(kept),
                      "mig_mean": float(np.mean(kept)) if kept else None,
                      "mig_std": float(np.std(kept)) if kept else None})

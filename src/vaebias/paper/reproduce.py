@@ -50,20 +50,18 @@ from vaebias.manipulation.field import (
     select_references,
     train_manipulation,
 )
-from vaebias.models import build_model, defaults_key, get_model_class
-from vaebias.paper.fig5 import PRIMARY, SCALES, figure_robustness, robustness_table, summarise_rows
+from vaebias.models import build_model, defaults_key, get_model_class, primary_hyperparameters, table1_models
+from vaebias.paper.fig5 import SCALES, figure_robustness, robustness_table, summarise_rows
 from vaebias.report.tables import write_report
 from vaebias.training import RunConfig
 
-__all__ = ["Profile", "load_profile", "profiles", "reproduce", "EPSILON", "VARIANTS"]
+__all__ = ["Profile", "load_profile", "profiles", "reproduce", "VARIANTS", "TABLE1_MODELS"]
 
-#: ε of the manipulation and the noise control per dataset (paper Sec. 5.2)
-EPSILON = {"dsprites": 0.1, "shapes3d": 0.175, "toy": 0.1, "blobs": 0.1}
 #: how the entangled reference is found (``Profile.entangled_reference``)
 ENTANGLED_REFERENCES = ("restart", "rotated")
 VARIANTS = ("original", "modified", "noise")
 #: the seven rows of the paper's Table 1
-TABLE1_MODELS = ("ae", "beta_vae", "factor_vae", "beta_tc_vae", "slow_vae", "pcl", "weak_gan")
+TABLE1_MODELS = table1_models()
 
 
 @dataclasses.dataclass
@@ -96,10 +94,10 @@ class Profile:
         manipulation: :class:`~vaebias.manipulation.field.ManipulationConfig` fields for
             m_ψ and the noise control (``epsilon``, ``loss``, ``clip``, ``clip_in_objective``,
             ``decoder_lr``, ``noise_seed``, ``noise``); unset ones keep their defaults, ε the
-            dataset's (EPSILON).
+            dataset's (``GroundTruthData.epsilon``).
         robustness: Fig. 5's line search (Sec. 5.3), run after the table when set (None:
             off). A mapping with optional keys ``models`` (default: the profile's models
-            with a primary hyperparameter, :data:`vaebias.paper.fig5.PRIMARY`), ``scales``
+            with a ``primary_hyperparameter``, :func:`vaebias.models.primary_hyperparameters`), ``scales``
             (factors of each model's value in this profile; default 1/4, 1/2, 1, 2, 4),
             ``seeds`` (restarts per value; default the profile's seeds) and ``variants``
             (default original and modified); ``{}`` takes every default. Scale-1 runs of
@@ -187,12 +185,13 @@ class Profile:
         allowed = ("models", "scales", "seeds", "variants")
         for key in r:
             check(key in allowed, f"robustness.{key}", r[key], f"one of {', '.join(allowed)}")
-        models = list(r.get("models") or [m for m in self.models if m in PRIMARY])
+        primary = primary_hyperparameters()
+        models = list(r.get("models") or [m for m in self.models if m in primary])
         check(bool(models), "robustness.models", r.get("models", list(self.models)),
-              f"at least one model with a primary hyperparameter ({', '.join(sorted(PRIMARY))})")
+              f"at least one model with a primary hyperparameter ({', '.join(sorted(primary))})")
         for m in models:
-            check(m in PRIMARY, "robustness.models", m,
-                  f"a model with a primary hyperparameter ({', '.join(sorted(PRIMARY))})")
+            check(m in primary, "robustness.models", m,
+                  f"a model with a primary hyperparameter ({', '.join(sorted(primary))})")
         scales = list(r.get("scales", SCALES))
         check(bool(scales) and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
                                    and x > 0 for x in scales) and len({float(x) for x in scales}) == len(scales),
@@ -317,8 +316,6 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
     runner = Runner(launcher, workers=workers, address=address, progress=progress, fail_fast=True,
                     resources={"num_cpus": 1, "num_gpus": 1 if str(device).startswith("cuda") else 0})
     out = ensure_writable_dir(out)
-    if dataset not in EPSILON:
-        raise ConfigError(f"unknown dataset {dataset!r} for reproduce; available: {', '.join(sorted(EPSILON))}")
     if prof.reduced:
         log.info(f"profile {prof.name!r} is a REDUCED protocol ({prof.train_steps} training steps, "
              f"{len(prof.seeds)} seeds; the paper: 300,000 steps, 10 seeds)")
@@ -332,6 +329,10 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
     data = load_dataset(**data_spec)
     log.info(f"dataset {data!r}" + (f" with {options}" if options else ""))
     _check_models_fit(prof, data)  # before anything is written
+    epsilon = prof.manipulation.get("epsilon", type(data).epsilon)
+    if epsilon is None:
+        raise ConfigError(f"dataset {dataset!r} has no default epsilon for the manipulation (paper Sec. 5.2: "
+                          f"dSprites 0.1, Shapes3D 0.175); set the profile's manipulation.epsilon")
     spec = {"dataset": dataset, "data_dir": data_dir, "profile": to_dict(prof)}
     if options:  # absent when empty, so folders written before options existed still match
         spec["dataset_options"] = options
@@ -417,7 +418,8 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
          f"disentangled {Path(sel['disentangled']).name} (MIG {sel['scores'][sel['disentangled']]:.3f})")
 
     # 3. m_ψ (paper Sec. 4.5)
-    mcfg = ManipulationConfig(**{"epsilon": EPSILON[dataset], **prof.manipulation, "field_width": prof.field_width})
+    epsilon = prof.manipulation.get("epsilon", type(data).epsilon)  # checked by reproduce
+    mcfg = ManipulationConfig(**{**prof.manipulation, "epsilon": epsilon, "field_width": prof.field_width})
     train_manipulation(data, sel["entangled"], sel["disentangled"], man_dir, mcfg,
                        train_cfg(prof.manipulation_steps, 0), progress=progress)
     health = field_health(data, man_dir, device=device)
@@ -481,7 +483,7 @@ def _robustness_stage(out: Path, dataset: str, prof: Profile, data, variant_spec
     tasks = []
     for variant in plan["variants"]:
         for model in plan["models"]:
-            hp = PRIMARY[model]
+            hp = primary_hyperparameters()[model]
             params = dict(prof.model_params.get(model, {}))
             base = float(params.get(hp, getattr(get_model_class(model).default_config(defaults_key(data)), hp)))
             for scale in plan["scales"]:

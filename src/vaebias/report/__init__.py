@@ -5,7 +5,6 @@ from vaebias.report.figures import new_figure, save_figure
 from vaebias.report.html import write_html_report
 from vaebias.report.statistics import bootstrap_ci, difference, permutation_p_value
 from vaebias.report.tables import (
-    MODEL_LABELS,
     collect_runs,
     drops,
     summarise,
@@ -13,6 +12,6 @@ from vaebias.report.tables import (
 )
 from vaebias.report.traversal import decoder_of, traversal_grid, write_traversal
 
-__all__ = ["MODEL_LABELS", "bootstrap_ci", "collect_runs", "decoder_of", "difference", "drops",
+__all__ = ["bootstrap_ci", "collect_runs", "decoder_of", "difference", "drops",
            "new_figure", "permutation_p_value", "save_figure", "summarise", "traversal_grid", "write_html_report",
            "write_report", "write_traversal"]

@@ -18,26 +18,15 @@ from vaebias._internal.errors import RunError
 from vaebias._internal.io import atomic_path, read_json, read_yaml, write_json
 from vaebias.data import load_dataset
 from vaebias.manipulation import load_variant
+from vaebias.models import model_label, table_order
 from vaebias.report.figures import new_figure, save_figure
 from vaebias.report.statistics import difference
 from vaebias.report.traversal import write_traversal
 
 __all__ = ["collect_runs", "difference_panel", "drops", "summarise", "write_report", "figure_manipulation",
-           "figure_manipulation_health", "figure_seeds", "figure_loss_curves", "MODEL_LABELS"]
+           "figure_manipulation_health", "figure_seeds", "figure_loss_curves"]
 
 #: row labels of Table 1
-MODEL_LABELS = {
-    "ae": "AE",
-    "beta_vae": "β-VAE",
-    "factor_vae": "FactorVAE",
-    "beta_tc_vae": "β-TC-VAE",
-    "slow_vae": "Slow-VAE",
-    "pcl": "PCL",
-    "weak_gan": "Weak. sup. GAN",
-    "dip_vae_i": "DIP-VAE-I",
-    "dip_vae_ii": "DIP-VAE-II",
-    "annealed_vae": "AnnealedVAE",
-}
 VARIANT_LABELS = {"original": "orig.", "modified": "mod.", "noise": "noise"}
 
 
@@ -139,7 +128,7 @@ def _drops_markdown(drop_rows: list[dict], dataset: str) -> str:
                         f"{d['diff_vs_original']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}], p = {d['p_value']:.3f}")
         above = next((d["above_ae"] for d in drop_rows if d["model"] == m), None)
         note = "does not disentangle at this scale" if above is False else ""
-        lines.append(f"| {MODEL_LABELS.get(m, m)} | " + " | ".join(vals) + f" | {note} |")
+        lines.append(f"| {model_label(m)} | " + " | ".join(vals) + f" | {note} |")
     return "\n".join(lines) + "\n"
 
 
@@ -208,7 +197,7 @@ def figure_seeds(rows: list[dict], out_png: str | os.PathLike, *, title: str = "
             ax.scatter(x + jitter, vals, s=14, color=colours.get(v), label=v if i == 0 else None, zorder=3)
             ax.hlines(np.mean(vals), x - width * 0.4, x + width * 0.4, color=colours.get(v), lw=2)
     ax.set_xticks(range(len(models)))
-    ax.set_xticklabels([MODEL_LABELS.get(m, m) for m in models], fontsize=8)
+    ax.set_xticklabels([model_label(m) for m in models], fontsize=8)
     ax.set_ylabel("MIG (one point per seed)")
     ax.set_ylim(0, max(0.5, max(r["mig"] for r in rows) * 1.1))
     ax.legend(fontsize=8)
@@ -234,7 +223,7 @@ def _gaps_markdown(rows: list[dict]) -> str:
             g = [r["gaps"] for r in rows if r["model"] == m and r["variant"] == v]
             if g:
                 mean = np.nanmean(np.asarray(g, dtype=np.float64), axis=0)
-                lines.append(f"| {MODEL_LABELS.get(m, m)} | {VARIANT_LABELS.get(v, v)} | "
+                lines.append(f"| {model_label(m)} | {VARIANT_LABELS.get(v, v)} | "
                              + " | ".join(f"{x:.2f}" for x in mean) + " |")
     return "\n".join(lines) + "\n"
 
@@ -269,7 +258,7 @@ def figure_loss_curves(rows: list[dict], out_png: str | os.PathLike, *, title: s
             n = min(len(c[0]) for c in curves)
             ax.plot(curves[0][0][:n], np.mean([c[1][:n] for c in curves], axis=0), ".-", color=colours.get(v),
                     label=f"{v} ({len(curves)})")
-        ax.set_title(MODEL_LABELS.get(m, m), fontsize=9)
+        ax.set_title(model_label(m), fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.set_ylabel("training loss", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -282,8 +271,7 @@ def figure_loss_curves(rows: list[dict], out_png: str | os.PathLike, *, title: s
 
 
 def _order(models, variants):
-    known = list(MODEL_LABELS)
-    models = sorted(models, key=lambda m: (known.index(m) if m in known else len(known), m))
+    models = table_order(models)
     vorder = list(VARIANT_LABELS)
     variants = sorted(variants, key=lambda v: vorder.index(v) if v in vorder else len(vorder))
     return models, variants
@@ -294,7 +282,7 @@ def _markdown(summary, dataset: str, profile: dict) -> str:
     cell = {(s["model"], s["variant"]): s for s in summary}
     lines = []
     if profile.get("reduced", True):
-        per_model = ", ".join(f"{MODEL_LABELS.get(m, m)} {n}" for m, n in (profile.get("model_steps") or {}).items())
+        per_model = ", ".join(f"{model_label(m)} {n}" for m, n in (profile.get("model_steps") or {}).items())
         lines.append(
             f"**Reduced protocol** (profile `{profile.get('name')}`: {profile.get('train_steps')} training "
             f"steps{f' ({per_model})' if per_model else ''}, {len(profile.get('seeds', []))} seeds; "
@@ -314,7 +302,7 @@ def _markdown(summary, dataset: str, profile: dict) -> str:
         for v in variants:
             s = cell.get((m, v))
             vals.append("–" if s is None else f"{s['mig_mean']:.2f} ± {s['mig_std']:.2f} ({s['n']})")
-        lines.append(f"| {MODEL_LABELS.get(m, m)} | " + " | ".join(vals) + " |")
+        lines.append(f"| {model_label(m)} | " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
 
 
