@@ -34,7 +34,7 @@ import zlib
 import numpy as np
 import torch
 
-from vaebias.data.base import DataError, GroundTruthData, find_data_file
+from vaebias.data.base import DataError, GroundTruthData, as_factor_array, find_data_file
 from vaebias.data.registry import register
 
 __all__ = [
@@ -92,8 +92,6 @@ def values_of(factors) -> np.ndarray:
     Raises:
         DataError: bad shape or an index out of range (see ``as_factor_array``).
     """
-    from vaebias.data.base import as_factor_array
-
     f = as_factor_array(factors, FACTOR_SIZES)
     vals = factor_values()
     return np.stack([vals[k][f[:, k]] for k in range(5)], axis=1)
