@@ -8,7 +8,7 @@ with seed 0 by default.
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import os
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import torch
 from vaebias._internal.errors import ConfigError, RunError
 from vaebias._internal.io import as_plain, read_json, versions, write_json
 from vaebias.data import load_dataset
-from vaebias.metrics import available, evaluate, udr_score
+from vaebias.metrics import EvalConfig, available, evaluate, udr_score
 from vaebias.training import is_finished, load_run, resolve_device
 
 __all__ = ["evaluate_run", "representation", "udr_runs"]
@@ -82,9 +82,10 @@ def evaluate_run(run_dir: str | os.PathLike, metrics=("mig", "active_units"), *,
         data = load_dataset(**record["dataset"])
     old = read_json(out) if out.exists() else {}
     # What defines a metric's numbers: the sampling and the metric options, not the device.
-    # evaluate() records each keyword-only option in its settings under the same name.
-    kw = {k: p.default for k, p in inspect.signature(evaluate).parameters.items()
-          if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    # evaluate() records each EvalConfig field in its settings under the same name; the
+    # batch size changes no number
+    kw = {f.name: f.default for f in dataclasses.fields(EvalConfig)
+          if f.name not in ("num_points", "seed", "batch_size")}
     bad = sorted(set(options) - set(kw))
     if bad:
         raise ConfigError(f"unknown evaluation option(s) {bad}; valid: {sorted(kw)}")

@@ -35,12 +35,13 @@ from vaebias.metrics.factor_vae_score import factor_vae_score, factor_vae_score_
 from vaebias.metrics.mig import discretize, mig, mutual_information_matrix
 from vaebias.metrics.modularity import modularity_explicitness
 from vaebias.metrics.registry import METRICS, available, register
-from vaebias.metrics.sampling import EvalContext, evaluate
+from vaebias.metrics.sampling import EvalConfig, EvalContext, evaluate
 from vaebias.metrics.sap import sap
 from vaebias.metrics.udr import udr, udr_score
 
 __all__ = [
     "METRICS",
+    "EvalConfig",
     "EvalContext",
     "active_units",
     "available",

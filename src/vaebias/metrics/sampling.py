@@ -19,6 +19,7 @@ for metrics that need their own draws (train/test splits, fixed-factor batches),
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 from collections.abc import Callable, Iterable
 
@@ -32,7 +33,7 @@ from vaebias.metrics.dci import BACKENDS as DCI_BACKENDS
 from vaebias.metrics.mig import mig
 from vaebias.metrics.registry import METRICS, register
 
-__all__ = ["EvalContext", "evaluate"]
+__all__ = ["EvalConfig", "EvalContext", "evaluate"]
 
 
 #: The fast mode's settings of :func:`evaluate` (``vaebias evaluate --fast``): DCI's
@@ -218,23 +219,78 @@ def _versions() -> dict:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """How :func:`evaluate` samples a dataset and scores a representation; the defaults
+    are disentanglement_lib's.
+
+    Attributes:
+        num_points: number of sampled points, >= 1 (10,000 in disentanglement_lib).
+        seed: seed of ``np.random.default_rng``.
+        batch_size: images rendered and encoded per call, >= 1.
+        num_bins: bins per latent for MIG (20).
+        active_threshold: variance threshold of active units (0.8, the paper Sec. 5.3).
+        num_test: points of the test sample, >= 1 (5,000 in disentanglement_lib), drawn
+            lazily with ``np.random.default_rng([seed, 1])`` for the train/test metrics
+            ``"sap"``, ``"dci"`` and ``"modularity_explicitness"`` (their train sample
+            is the shared ``num_points`` sample).
+        dci_backend: classifier backend of ``"dci"`` (a key of
+            ``vaebias.metrics.dci.BACKENDS``; ``"sklearn"`` = parity mode).
+        score_num_train, score_num_eval: votes (FactorVAE) or points (BetaVAE) that train
+            and evaluate the two scores' classifiers (disentanglement_lib: 10,000 and
+            5,000); each costs 64 (FactorVAE) or 128 (BetaVAE) encoded images with
+            ``score_sampling="fresh"``.
+        score_sampling: ``"fresh"`` (the reference: every vote renders and encodes new
+            images, drawn with ``rng(2)`` / ``rng(3)``) or ``"pool"`` (the votes' batches
+            are drawn from the shared and test samples' codes, see
+            :mod:`vaebias.metrics.pool`; no extra encoding; needs every value of every
+            varying factor at least 64 times in the ``num_points + num_test`` pool).
+        encode_precision: ``"fp32"`` (default: ``represent`` as given) or ``"bf16"``
+            (``represent`` under bfloat16 autocast on channels-last images, outputs cast
+            to float32; ~1.8x faster encoding on this CPU). bf16 keeps codes within ~0.4%
+            of their magnitude, but MIG bins each code over its range: where a code's
+            spread is small against its offset, MIG moves (0.047 -> 0.025 measured on a
+            barely trained model), so the fast mode does not use it.
+
+    Raises:
+        ValueError: a value out of range or an unknown name (the message names the field).
+    """
+
+    num_points: int = 10_000
+    seed: int | None = 0
+    batch_size: int = 1000
+    num_bins: int = 20
+    active_threshold: float = 0.8
+    num_test: int = 5_000
+    dci_backend: str = "sklearn"
+    score_num_train: int = 10_000
+    score_num_eval: int = 5_000
+    score_sampling: str = "fresh"
+    encode_precision: str = "fp32"
+
+    def __post_init__(self):
+        for key in ("num_points", "batch_size", "num_test", "score_num_train", "score_num_eval"):
+            val = getattr(self, key)
+            if not _is_positive_int(val):
+                raise ValueError(f"{key} must be an integer >= 1; got {val!r}")
+            object.__setattr__(self, key, int(val))
+        object.__setattr__(self, "num_bins", check_num_bins(self.num_bins))
+        if self.score_sampling not in SCORE_SAMPLING:
+            raise ValueError(f"score_sampling must be one of {SCORE_SAMPLING}; got {self.score_sampling!r}")
+        if self.encode_precision not in ("fp32", "bf16"):
+            raise ValueError(f"encode_precision must be 'fp32' or 'bf16'; got {self.encode_precision!r}")
+        if self.dci_backend not in DCI_BACKENDS:
+            raise ValueError(f"unknown dci_backend {self.dci_backend!r}; available: {sorted(DCI_BACKENDS)}")
+
+
 def evaluate(
     data,
     represent: Callable,
     metrics: Iterable[str] | str = ("mig",),
-    num_points: int = 10_000,
-    seed: int | None = 0,
-    batch_size: int = 1000,
-    device=None,
+    config: EvalConfig | None = None,
     *,
-    num_bins: int = 20,
-    active_threshold: float = 0.8,
-    num_test: int = 5_000,
-    dci_backend: str = "sklearn",
-    score_num_train: int = 10_000,
-    score_num_eval: int = 5_000,
-    score_sampling: str = "fresh",
-    encode_precision: str = "fp32",
+    device=None,
+    **options,
 ) -> dict:
     """Score a representation on a ground-truth dataset, the disentanglement_lib way.
 
@@ -263,33 +319,10 @@ def evaluate(
             :func:`vaebias.metrics.modularity_explicitness` (with ``num_bins``), trained
             on the shared sample and tested on the ``num_test`` sample; their
             classifiers' ``random_state`` is ``seed`` (0 when ``seed`` is None).
-        num_points: number of sampled points, >= 1 (10,000 in disentanglement_lib).
-        seed: seed of ``np.random.default_rng``.
-        batch_size: images rendered and encoded per call, >= 1.
+        config: the sampling and metric options (:class:`EvalConfig`; default: its
+            defaults, those of disentanglement_lib).
         device: torch device for the images (default CPU).
-        num_bins: bins per latent for MIG (20).
-        active_threshold: variance threshold of active units (0.8, the paper Sec. 5.3).
-        num_test: points of the test sample, >= 1 (5,000 in disentanglement_lib), drawn
-            lazily with ``np.random.default_rng([seed, 1])`` for the train/test metrics
-            ``"sap"``, ``"dci"`` and ``"modularity_explicitness"`` (their train sample
-            is the shared ``num_points`` sample).
-        dci_backend: classifier backend of ``"dci"`` (a key of
-            ``vaebias.metrics.dci._BACKENDS``; ``"sklearn"`` = parity mode).
-        score_num_train, score_num_eval: votes (FactorVAE) or points (BetaVAE) that train
-            and evaluate the two scores' classifiers (disentanglement_lib: 10,000 and
-            5,000); each costs 64 (FactorVAE) or 128 (BetaVAE) encoded images with
-            ``score_sampling="fresh"``.
-        score_sampling: ``"fresh"`` (the reference: every vote renders and encodes new
-            images, drawn with ``rng(2)`` / ``rng(3)``) or ``"pool"`` (the votes' batches
-            are drawn from the shared and test samples' codes, see
-            :mod:`vaebias.metrics.pool`; no extra encoding; needs every value of every
-            varying factor at least 64 times in the ``num_points + num_test`` pool).
-        encode_precision: ``"fp32"`` (default: ``represent`` as given) or ``"bf16"``
-            (``represent`` under bfloat16 autocast on channels-last images, outputs cast
-            to float32; ~1.8x faster encoding on this CPU). bf16 keeps codes within ~0.4%
-            of their magnitude, but MIG bins each code over its range: where a code's
-            spread is small against its offset, MIG moves (0.047 -> 0.025 measured on a
-            barely trained model), so the fast mode does not use it.
+        options: :class:`EvalConfig` fields overriding ``config``'s, e.g. ``num_points=1000``.
 
     Returns:
         dict ``{name: result dict of that metric, ..., "settings": {...}}``;
@@ -313,46 +346,36 @@ def evaluate(
         )
     if not names:
         raise ValueError(f"metrics must name at least one metric; available: {sorted(METRICS)}")
-    if not _is_positive_int(num_points):
-        raise ValueError(f"num_points must be an integer >= 1; got {num_points!r}")
-    if not _is_positive_int(batch_size):
-        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
-    num_bins = check_num_bins(num_bins)
+    fields = {f.name for f in dataclasses.fields(EvalConfig)}
+    bad = sorted(set(options) - fields)
+    if bad:
+        raise ValueError(f"unknown evaluation option(s) {bad}; valid: {sorted(fields)}")
+    cfg = dataclasses.replace(config or EvalConfig(), **options)
     if not callable(represent):
         raise ValueError(f"represent must be callable; got {type(represent).__name__}")  # noqa: TRY004
-    for key, val in (("num_test", num_test), ("score_num_train", score_num_train),
-                     ("score_num_eval", score_num_eval)):
-        if not _is_positive_int(val):
-            raise ValueError(f"{key} must be an integer >= 1; got {val!r}")
-    if score_sampling not in SCORE_SAMPLING:
-        raise ValueError(f"score_sampling must be one of {SCORE_SAMPLING}; got {score_sampling!r}")
-    if encode_precision not in ("fp32", "bf16"):
-        raise ValueError(f"encode_precision must be 'fp32' or 'bf16'; got {encode_precision!r}")
-    if encode_precision == "bf16":
+    if cfg.encode_precision == "bf16":
         represent = _bf16_represent(represent)
-    if dci_backend not in DCI_BACKENDS:
-        raise ValueError(f"unknown dci_backend {dci_backend!r}; available: {sorted(DCI_BACKENDS)}")
 
     ctx = EvalContext(
-        data, represent, num_points=int(num_points), seed=seed, batch_size=int(batch_size),
-        device=device, num_bins=num_bins, active_threshold=active_threshold,
-        num_test=int(num_test), dci_backend=dci_backend, score_num_train=int(score_num_train),
-        score_num_eval=int(score_num_eval), score_sampling=score_sampling,
+        data, represent, num_points=cfg.num_points, seed=cfg.seed, batch_size=cfg.batch_size,
+        device=device, num_bins=cfg.num_bins, active_threshold=cfg.active_threshold,
+        num_test=cfg.num_test, dci_backend=cfg.dci_backend, score_num_train=cfg.score_num_train,
+        score_num_eval=cfg.score_num_eval, score_sampling=cfg.score_sampling,
     )
     results = {name: METRICS[name](ctx) for name in names}
     settings = {
         "metrics": list(names),
-        "num_points": int(num_points),
-        "seed": seed,
-        "batch_size": int(batch_size),
-        "num_bins": int(num_bins),
-        "active_threshold": float(active_threshold),
-        "num_test": int(num_test),
-        "dci_backend": dci_backend,
-        "score_num_train": int(score_num_train),
-        "score_num_eval": int(score_num_eval),
-        "score_sampling": score_sampling,
-        "encode_precision": encode_precision,
+        "num_points": cfg.num_points,
+        "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "num_bins": cfg.num_bins,
+        "active_threshold": float(cfg.active_threshold),
+        "num_test": cfg.num_test,
+        "dci_backend": cfg.dci_backend,
+        "score_num_train": cfg.score_num_train,
+        "score_num_eval": cfg.score_num_eval,
+        "score_sampling": cfg.score_sampling,
+        "encode_precision": cfg.encode_precision,
         "device": str(device) if device is not None else "cpu",
         "num_latents": int(ctx.codes.shape[1]) if ctx._sample is not None else None,
         "versions": _versions(),
