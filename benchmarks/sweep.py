@@ -29,7 +29,8 @@ import time
 
 import torch
 
-from vaebias.experiments.sweep import _cores, sweep
+from vaebias.experiments.launchers import _cores
+from vaebias.experiments.sweep import sweep
 
 
 def grid(steps: int, seeds: int) -> dict:

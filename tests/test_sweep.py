@@ -18,7 +18,8 @@ import yaml
 
 from vaebias._internal.errors import ConfigError
 from vaebias.cli.main import main
-from vaebias.experiments.sweep import TASK_LOG, completion, expand, load_grid, run_id
+from vaebias.experiments.grid import expand, load_grid, run_id
+from vaebias.experiments.tasks import TASK_LOG, completion
 
 TOY = {"name": "toy", "num_positions": 8}
 TRAIN = {"steps": 20, "batch_size": 8, "device": "cpu", "checkpoint_every": 10, "log_every": 5}
@@ -235,7 +236,7 @@ def test_local_worker_processes_give_the_same_numbers(tmp_path, capsys):
 
 
 def test_pack_ensemble_trains_seed_groups_together_each_run_once(tmp_path):
-    from vaebias.experiments.sweep import pack_tasks
+    from vaebias.experiments.tasks import pack_tasks
 
     g = _grid(models=["beta_vae", "factor_vae"], model_params={"beta_vae": {"beta": 4}}, seeds=[0, 1, 2],
               pack="ensemble", ensemble_size=2)
@@ -295,7 +296,7 @@ class _Killed(BaseException):
 @pytest.mark.parametrize("point", ["train", "evaluate", "finished line"])
 def test_task_killed_at_any_point_completes_once_on_rerun(tmp_path, monkeypatch, point):
     import vaebias.experiments.scoring
-    import vaebias.experiments.sweep as sweep_mod
+    import vaebias.experiments.tasks as sweep_mod
     import vaebias.training.loop
 
     spec = expand(_grid(models=["beta_vae"], model_params={}, seeds=[0]), tmp_path)[0]
@@ -328,7 +329,8 @@ def test_two_processes_on_one_run_complete_it_once(tmp_path):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from vaebias.experiments.sweep import _init_worker, run_task
+    from vaebias.experiments.launchers import _init_worker
+    from vaebias.experiments.tasks import run_task
 
     spec = expand(_grid(models=["ae"], model_params={}, seeds=[0], train=dict(TRAIN, steps=60)), tmp_path)[0]
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,

@@ -40,8 +40,8 @@ from vaebias._internal.io import (
 )
 from vaebias._internal.log import get_logger
 from vaebias.data import load_dataset
+from vaebias.experiments.launchers import Runner
 from vaebias.experiments.scoring import evaluate_run
-from vaebias.experiments.sweep import Runner
 from vaebias.manipulation.field import (
     ManipulationConfig,
     export_variants,
@@ -294,7 +294,7 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
             :func:`vaebias.data.load_dataset`), recorded in ``profile.yaml`` and in every
             run's config.
         launcher, workers, address: how the reference and table runs are executed
-            (:class:`vaebias.experiments.sweep.Runner`): ``"local"`` with 1 worker runs them in this
+            (:class:`vaebias.experiments.launchers.Runner`): ``"local"`` with 1 worker runs them in this
             process in order (``workers=None``: the profile's ``workers``, else 1); N workers in N processes; ``"ray"`` one Ray task per run
             (1 CPU, and 1 GPU when ``device`` is CUDA) on the cluster at ``address``.
             Same directories and numbers either way.
