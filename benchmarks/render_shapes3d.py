@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from vaebias.data.dsprites import DSpritesRenderer
-from vaebias.data.shapes3d import Shapes3DRenderer, _trace_geometries, hue_to_rgb
+from vaebias.data.shapes3d import Shapes3DRenderer, hue_to_rgb, trace_geometries
 
 
 def _sync(device: torch.device) -> None:
@@ -53,7 +53,7 @@ def uncached_render(r: Shapes3DRenderer, factors: np.ndarray) -> torch.Tensor:
     out = []
     for f in factors:
         geom = np.array([f[3] * 60 + f[4] * 15 + f[5]])
-        w, c, _ = _trace_geometries(r.params, geom, r.supersample)
+        w, c, _ = trace_geometries(r.params, geom, r.supersample)
         x = (c[0] + table[torch.as_tensor(f[:3])].T @ w[0]).clamp(0, 1)
         out.append(x.view(3, 64, 64).to(torch.float32))
     return torch.stack(out)
