@@ -23,7 +23,7 @@ from vaebias.data import load_dataset
 from vaebias.data.base import DataError
 from vaebias.data.blobs import Blobs
 from vaebias.experiments.scoring import representation
-from vaebias.manipulation.field import dct_rotation, rotate_reference
+from vaebias.manipulation.references import dct_rotation, rotate_reference
 from vaebias.metrics import evaluate
 from vaebias.models.networks import ConvDecoder, ConvEncoder, image_size_of
 from vaebias.paper.reproduce import Profile, load_profile

@@ -6,15 +6,15 @@ from tests.conftest import tiny_train
 from vaebias._internal.config import TrainConfig
 from vaebias._internal.errors import ConfigError, RunError
 from vaebias.data import load_dataset
+from vaebias.manipulation.export import export_variants
 from vaebias.manipulation.field import (
     ManipulationConfig,
     ManipulationField,
     Manipulator,
-    export_variants,
     load_field,
-    select_references,
     train_manipulation,
 )
+from vaebias.manipulation.references import select_references
 from vaebias.models import build_model
 from vaebias.training import train
 

@@ -206,7 +206,7 @@ def test_reproduce_without_export_computes_the_variants_on_the_fly(tmp_path, tin
     """Profile ``export: false``: no dataset files; the table's modified and noise runs read
     x + eps*m(w) and the noise control from m_psi, equal to the exported files up to their
     1/255 rounding; the drops with their statistics are in every table file."""
-    from vaebias.manipulation.field import export_variants
+    from vaebias.manipulation.export import export_variants
     from vaebias.report.statistics import difference
 
     out = tmp_path / "res"

@@ -96,7 +96,7 @@ def load_dataset(name: str | os.PathLike, *, path: str | os.PathLike | None = No
             ``check_labels``); options of the toy and blobs datasets; ``variant``
             ("modified" or "noise") with ``manipulation`` (a trained m_ψ's folder): that
             variant of the dataset computed on the fly
-            (:func:`vaebias.manipulation.field.variant_dataset`).
+            (:func:`vaebias.manipulation.export.variant_dataset`).
 
     Returns:
         a :class:`GroundTruthData`.

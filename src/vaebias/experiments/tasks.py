@@ -20,7 +20,7 @@ from vaebias._internal.log import get_logger
 from vaebias.data import available as available_datasets
 from vaebias.experiments.grid import evaluation_key
 from vaebias.experiments.scoring import evaluate_run
-from vaebias.manipulation.field import load_dataset_spec
+from vaebias.manipulation.export import load_dataset_spec
 from vaebias.training import RunConfig, can_ensemble, is_finished, train, train_ensemble
 
 __all__ = ["TASK_LOG", "completion", "pack_tasks", "per_run_results", "run_any_task", "run_group_task", "run_task"]

@@ -28,34 +28,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaebias._internal.config import TrainConfig, check, from_dict, to_dict
-from vaebias._internal.errors import ConfigError, RunError
-from vaebias._internal.io import atomic_torch_save, ensure_writable_dir, load_checkpoint, read_yaml, write_yaml
-from vaebias.data import load_dataset
+from vaebias._internal.errors import RunError
+from vaebias._internal.io import load_checkpoint, read_yaml
 from vaebias.data.base import GroundTruthData
-from vaebias.data.variants import NOISE_DISTRIBUTIONS, Modified, Noisy, export_dataset
+from vaebias.data.variants import NOISE_DISTRIBUTIONS
 from vaebias.models.base import reparameterize
 from vaebias.models.networks import ConvDecoder
 from vaebias.training import fit, load_run, resolve_device
 from vaebias.training.rundir import CHECKPOINT
 
-__all__ = [
-    "ManipulationConfig",
-    "ManipulationField",
-    "Manipulator",
-    "dct_rotation",
-    "rotate_reference",
-    "select_references",
-    "train_manipulation",
-    "load_field",
-    "export_variants",
-    "variant_dataset",
-    "variant_paths",
-    "load_variant",
-    "load_dataset_spec",
-    "VARIANT_KINDS",
-    "field_health",
-    "HEALTH_LIMITS",
-]
+__all__ = ["HEALTH_LIMITS", "ManipulationConfig", "ManipulationField", "Manipulator", "field_health", "load_field", "train_manipulation"]
+
 
 #: thresholds of :func:`field_health`'s warnings: m_ψ's standard deviation over factor
 #: values (mean over pixels) below which the field counts as not depending on w
@@ -231,112 +214,6 @@ class Manipulator(nn.Module):
         return out
 
 
-def select_references(scores: dict[str, float]) -> dict:
-    """Entangled = lowest score, disentangled = highest (paper Sec. 4.4; MIG).
-
-    Args:
-        scores: run directory -> MIG, for at least two restarts.
-
-    Returns:
-        ``{"entangled": dir, "disentangled": dir, "scores": scores}``.
-
-    Raises:
-        RunError: fewer than two restarts.
-    """
-    if len(scores) < 2:
-        raise RunError(f"need at least 2 β-VAE restarts to pick references, got {len(scores)}")
-    items = sorted(scores.items(), key=lambda kv: (kv[1], kv[0]))
-    return {"entangled": items[0][0], "disentangled": items[-1][0], "scores": dict(scores)}
-
-
-def dct_rotation(k: int) -> torch.Tensor:
-    """The orthonormal DCT-II matrix float64 (k, k): a rotation that mixes every axis
-    with every other (for k = 2, the 45° rotation up to a reflection).
-
-    Entry (i, j) = c_i cos(π (2j + 1) i / (2k)), c_0 = sqrt(1/k), c_i = sqrt(2/k).
-    """
-    if k < 1:
-        raise ValueError(f"k = {k}: expected an integer >= 1")
-    i = torch.arange(k, dtype=torch.float64)[:, None]
-    j = torch.arange(k, dtype=torch.float64)[None, :]
-    q = torch.cos(torch.pi * (2 * j + 1) * i / (2 * k)) * (2.0 / k) ** 0.5
-    q[0] /= 2 ** 0.5
-    return q
-
-
-def rotate_reference(source_dir: str | os.PathLike, out_dir: str | os.PathLike, data: GroundTruthData, *,
-                     num_points: int = 2000, threshold: float = 0.8, seed: int = 0) -> dict:
-    """The entangled reference as the disentangled one with its latent space rotated
-    (the ``entangled_reference: rotated`` option of a profile).
-
-    Where every β-VAE restart disentangles (small datasets, e.g. ``blobs``), the paper's
-    "lowest-MIG restart" is not entangled. This builds one that is, as an alignment the
-    architecture can express: with Q the orthonormal DCT matrix (:func:`dct_rotation`)
-    over the active units (mean posterior variance < ``threshold`` on ``num_points``
-    samples; the identity on the others),
-
-    - encoder mean head: W_μ <- Q W_μ, b_μ <- Q b_μ, so the codes are Q μ(x);
-    - decoder's first layer: W <- W Qᵀ, so decode'(Q μ) = decode(μ) exactly;
-    - log-variance head: unchanged, so rotated unit i keeps the posterior variance
-      of unit i. The KL term is exactly the source's (|Qμ| = |μ|), and so are the
-      reconstructions from the posterior mean; the posterior noise, axis-aligned in
-      the new code space, lies along the rotated directions in the source's: the
-      reference is a solution of the same loss up to the orientation of its noise --
-      exactly the freedom the paper's argument is about (Sec. 4.1-4.2).
-
-    The result is an ordinary β-VAE run directory (``config.yaml`` of the source plus a
-    ``rotated_from`` entry and the matrix, ``checkpoint.pt``): its reconstructions from
-    the posterior mean are the source's, its MIG is low.
-
-    Args:
-        source_dir: the disentangled reference's run directory (a GaussianVAE).
-        out_dir: the new run directory (kept if it already holds this rotation).
-        data: the dataset the reference was trained on.
-
-    Returns:
-        ``{"run_dir", "active", "rotation"}``: the directory, the rotated units and Q
-        (list of lists).
-
-    Raises:
-        RunError: the source is not a stochastic model with ``encoder.heads`` and a
-            linear first decoder layer, or has fewer than two active units.
-    """
-    out_dir = Path(out_dir)
-    model, record = load_run(source_dir, "cpu")
-    heads = getattr(getattr(model, "encoder", None), "heads", None)
-    first = getattr(getattr(model, "decoder", None), "net", [None])[0]
-    if not getattr(model, "stochastic", False) or not isinstance(heads, nn.Linear) or not isinstance(first, nn.Linear):
-        raise RunError(f"{str(source_dir)!r}: rotating the latent space needs a VAE with the standard encoder "
-                       f"heads and decoder (got {record.get('model')!r})")
-    d = model.num_factors
-    x = data.images(data.sample_factors(num_points, np.random.default_rng(seed)))
-    with torch.no_grad():
-        variances = torch.cat([model.posterior(b)[1] for b in x.split(500)]).mean(0)
-    active = [int(i) for i in torch.nonzero(variances < threshold).flatten()]
-    if len(active) < 2:
-        raise RunError(f"{str(source_dir)!r} has {len(active)} active unit(s) (mean posterior variance < "
-                       f"{threshold}); rotating needs at least 2")
-    q = torch.eye(d, dtype=torch.float64)
-    q[np.ix_(active, active)] = dct_rotation(len(active))
-    with torch.no_grad():  # heads: [mean rows; log-variance rows]; only the mean rows turn
-        heads.weight[:d] = (q @ heads.weight[:d].double()).float()
-        heads.bias[:d] = (q @ heads.bias[:d].double()).float()
-        first.weight.copy_((first.weight.double() @ q.T).float())
-    rotation = {"source": str(Path(source_dir).resolve()), "active_units": active, "matrix": q.tolist()}
-    rec = dict(record, rotated_from=rotation)
-    ensure_writable_dir(out_dir)
-    if (out_dir / "config.yaml").exists() and (out_dir / CHECKPOINT).exists():
-        old = read_yaml(out_dir / "config.yaml").get("rotated_from", {})
-        if old.get("matrix") == rotation["matrix"] and old.get("active_units") == active:
-            return {"run_dir": str(out_dir), "active": active, "rotation": q.tolist()}  # done before
-        raise RunError(f"{out_dir / 'config.yaml'} holds another rotation; delete {str(out_dir)!r} to redo it")
-    state = load_checkpoint(Path(source_dir) / CHECKPOINT, map_location="cpu")
-    state["model"] = model.state_dict()
-    atomic_torch_save(state, out_dir / CHECKPOINT)
-    write_yaml(out_dir / "config.yaml", rec)
-    return {"run_dir": str(out_dir), "active": active, "rotation": q.tolist()}
-
-
 def train_manipulation(
     data: GroundTruthData,
     entangled_dir: str | os.PathLike,
@@ -388,18 +265,6 @@ def load_field(manipulation_dir: str | os.PathLike, device="cpu") -> tuple[Manip
     prefix = "field."
     field.load_state_dict({k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)})
     return field.to(resolve_device(device)).eval(), cfg
-
-
-def variant_paths(out_dir, base_name: str, epsilon: float, noise_seed: int,
-                  noise: str = "uniform") -> dict[str, Path]:
-    """File names of the exported variants: ``<name>_modified_eps<ε>.h5`` and
-    ``<name>_noise_eps<ε>_seed<s>.h5`` (``<name>_signnoise_...`` for the sign control)."""
-    out_dir = Path(out_dir)
-    kind = "noise" if noise == "uniform" else f"{noise}noise"
-    return {
-        "modified": out_dir / f"{base_name}_modified_eps{epsilon:g}.h5",
-        "noise": out_dir / f"{base_name}_{kind}_eps{epsilon:g}_seed{noise_seed}.h5",
-    }
 
 
 def field_health(data: GroundTruthData, manipulation_dir, *, points: int = 2000, seed: int = 0,
@@ -455,93 +320,4 @@ def field_health(data: GroundTruthData, manipulation_dir, *, points: int = 2000,
     out["warnings"] = warnings
     return out
 
-
-def variant_dataset(base: GroundTruthData, kind: str, manipulation_dir, device="cpu") -> GroundTruthData:
-    """The modified dataset x + ε·m_ψ(w) (``kind="modified"``) or its noise control
-    (``"noise"``: x + U[−ε, ε] fixed per image, or the sign control) of a trained m_ψ,
-    computed on the fly from ``base``'s images (paper Sec. 4.5, 5.2) with ε, clipping
-    and the noise seed of the manipulation's config.
-
-    The images equal those of :func:`export_variants` before the export's rounding to
-    1/255 steps (|difference| ≤ 1/255), without the file (5.9 GB per variant for
-    Shapes3D). What :func:`load_variant` returns.
-
-    Raises:
-        RunError: no finished manipulation run in ``manipulation_dir``.
-        ConfigError: an unknown ``kind``, or a base whose factor grid is not the one m_ψ
-            was trained on.
-    """
-    if kind not in ("modified", "noise"):
-        raise ConfigError(f"variant = {kind!r}: expected 'modified' or 'noise'")
-    field, cfg = load_field(manipulation_dir, device)
-    info = read_yaml(Path(manipulation_dir) / "config.yaml")["dataset_info"]
-    if list(info["factor_sizes"]) != list(base.factor_sizes) or \
-            list(info["observation_shape"]) != list(base.observation_shape):
-        raise ConfigError(f"the m_psi in {str(manipulation_dir)!r} was trained on {info['name']!r} (factor sizes "
-                          f"{info['factor_sizes']}, images {info['observation_shape']}), not on {base.name!r} "
-                          f"({list(base.factor_sizes)}, {list(base.observation_shape)})")
-    if kind == "modified":
-        field = field.to(memory_format=torch.channels_last)  # 1.7x faster transposed convs on CPU
-        return Modified(base, field, cfg.epsilon, clip=cfg.clip, name=f"{base.name}_modified")
-    return Noisy(base, cfg.epsilon, seed=cfg.noise_seed, clip=cfg.clip, name=f"{base.name}_noise",
-                 distribution=cfg.noise)
-
-
-#: the on-the-fly variants of :func:`load_variant`
-VARIANT_KINDS = ("modified", "noise")
-
-
-def load_variant(name, *, variant: str, manipulation, **kwargs) -> GroundTruthData:
-    """``load_dataset(name, **kwargs)`` altered by a trained m_ψ: the paper's modified
-    dataset (``variant="modified"``) or its noise control (``"noise"``), computed on the
-    fly (:func:`variant_dataset`; no exported file needed).
-
-    Args:
-        name, kwargs: what :func:`vaebias.data.load_dataset` takes.
-        variant: ``"modified"`` or ``"noise"``.
-        manipulation: the folder of a finished m_ψ run.
-
-    Raises:
-        ConfigError: an unknown ``variant`` or no ``manipulation``; see also
-            :func:`variant_dataset` and :func:`vaebias.data.load_dataset`.
-    """
-    if variant not in VARIANT_KINDS:
-        raise ConfigError(f"variant = {variant!r}: expected one of {', '.join(map(repr, VARIANT_KINDS))} "
-                          f"(with manipulation = the folder of a trained m_psi)")
-    if manipulation is None:
-        raise ConfigError(f"variant = {variant!r} needs manipulation = the folder of a trained m_psi")
-    return variant_dataset(load_dataset(name, **kwargs), variant, manipulation)
-
-
-def load_dataset_spec(spec: dict) -> GroundTruthData:
-    """The dataset of a run spec's ``dataset`` entry: :func:`vaebias.data.load_dataset`'s
-    keyword arguments, or with ``variant`` and ``manipulation`` those of :func:`load_variant`."""
-    if spec.get("variant") is not None or spec.get("manipulation") is not None:
-        return load_variant(**spec)
-    return load_dataset(**{k: v for k, v in spec.items() if k not in ("variant", "manipulation")})
-
-
-def export_variants(base: GroundTruthData, manipulation_dir, out_dir, *, device="auto",
-                    progress: bool = True, chunk: int = 4096) -> dict[str, Path]:
-    """Write the modified dataset (x + ε·m_ψ(w)) and the noise control (x + U[−ε, ε],
-    fixed per image) for every image of ``base``, in its order, as vaebias dataset
-    files (see :mod:`vaebias.data.variants`). Finished files are kept; an interrupted
-    export resumes.
-
-    Returns:
-        ``{"modified": path, "noise": path}``.
-    """
-    dev = resolve_device(device)
-    cfg = from_dict(ManipulationConfig, read_yaml(Path(manipulation_dir) / "config.yaml")["manipulation"])
-    paths = variant_paths(out_dir, base.name, cfg.epsilon, cfg.noise_seed, cfg.noise)
-    prov = {"base": base.describe(), "manipulation_dir": str(Path(manipulation_dir).resolve()),
-            "manipulation": to_dict(cfg)}
-    modified = variant_dataset(base, "modified", manipulation_dir, dev)
-    export_dataset(modified, paths["modified"], kind="modified", base=base, epsilon=cfg.epsilon,
-                   provenance=prov, device=dev, progress=progress, chunk=chunk)
-    noisy = variant_dataset(base, "noise", manipulation_dir, dev)
-    export_dataset(noisy, paths["noise"], kind="noise", base=base, epsilon=cfg.epsilon,
-                   provenance={**prov, "noise_seed": cfg.noise_seed}, device=dev,
-                   progress=progress, chunk=chunk)
-    return paths
 

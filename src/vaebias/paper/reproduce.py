@@ -42,14 +42,9 @@ from vaebias._internal.log import get_logger
 from vaebias.data import load_dataset
 from vaebias.experiments.launchers import Runner
 from vaebias.experiments.scoring import evaluate_run
-from vaebias.manipulation.field import (
-    ManipulationConfig,
-    export_variants,
-    field_health,
-    rotate_reference,
-    select_references,
-    train_manipulation,
-)
+from vaebias.manipulation.export import export_variants
+from vaebias.manipulation.field import ManipulationConfig, field_health, train_manipulation
+from vaebias.manipulation.references import rotate_reference, select_references
 from vaebias.models import build_model, defaults_key, get_model_class, primary_hyperparameters, table1_models
 from vaebias.paper.fig5 import SCALES, figure_robustness, robustness_table, summarise_rows
 from vaebias.report.tables import write_report
@@ -89,7 +84,7 @@ class Profile:
             fused_adam: true, data_parallel: 0}``.
         entangled_reference: "restart" (the paper, Sec. 4.4: the lowest-MIG restart)
             or "rotated": the highest-MIG restart with its latent space rotated
-            (:func:`vaebias.manipulation.field.rotate_reference`), for datasets on which
+            (:func:`vaebias.manipulation.references.rotate_reference`), for datasets on which
             every restart disentangles.
         manipulation: :class:`~vaebias.manipulation.field.ManipulationConfig` fields for
             m_ψ and the noise control (``epsilon``, ``loss``, ``clip``, ``clip_in_objective``,
