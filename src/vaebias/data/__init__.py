@@ -93,10 +93,8 @@ def load_dataset(name: str | os.PathLike, *, path: str | os.PathLike | None = No
         data_dir: folder searched for the real file (default ``$VAEBIAS_DATA_DIR``).
         kwargs: ``in_memory`` for vaebias files (:class:`ExportedDataset`) and the real
             Shapes3D file (:class:`~vaebias.data.shapes3d.Shapes3DFile`, also
-            ``check_labels``); options of the toy and blobs datasets; ``variant``
-            ("modified" or "noise") with ``manipulation`` (a trained m_ψ's folder): that
-            variant of the dataset computed on the fly
-            (:func:`vaebias.manipulation.export.variant_dataset`).
+            ``check_labels``); options of the toy and blobs datasets. (The modified and
+            noise variants of a trained m_ψ: :func:`vaebias.manipulation.load_variant`.)
 
     Returns:
         a :class:`GroundTruthData`.
