@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.test_pipeline import TINY
+from tests.paper.test_pipeline import TINY
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from vaebias.data.dsprites import (
     values_of,
 )
 
-REF = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "dsprites"
+REF = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "dsprites"
 REF_FILE = REF / "dsprites_reference_frames.npz"
 if not REF_FILE.exists():  # the checkout may live elsewhere; fall back to the known location
     REF_FILE = pathlib.Path("/work/shared/reference/dsprites/dsprites_reference_frames.npz")

@@ -170,7 +170,7 @@ def test_demo_profile_and_new_profile_options():
 
 
 def test_reproduce_with_a_rotated_reference_and_an_old_profile_file(tmp_path):
-    from tests.test_pipeline import TINY
+    from tests.paper.test_pipeline import TINY
     from vaebias._internal.io import read_json
     from vaebias.cli.main import main
 
@@ -215,7 +215,7 @@ def test_reproduce_refuses_a_model_that_cannot_take_the_images_before_writing(tm
 def test_reproduce_with_dataset_options(tmp_path, capsys):
     """`--dataset-option` reaches every stage (references, table runs, Fig. 4) and is recorded;
     an unknown option is refused before anything is written."""
-    from tests.test_pipeline import TINY
+    from tests.paper.test_pipeline import TINY
     from vaebias._internal.io import read_yaml
     from vaebias.cli.main import main
 
@@ -252,7 +252,7 @@ def test_reproduce_with_dataset_options(tmp_path, capsys):
 
 
 def test_reproduce_profile_options(tmp_path, capsys):
-    from tests.test_pipeline import TINY
+    from tests.paper.test_pipeline import TINY
     from vaebias._internal.io import read_yaml
     from vaebias.cli.main import main
 
@@ -291,7 +291,7 @@ def test_reproduce_runs_the_fig5_line_search_when_the_profile_asks(tmp_path, cap
     runs of the table's seeds are the table's runs (not retrained), the others are new;
     robustness.json / .md and fig5_<dataset>.png are written, and the report page embeds
     them. A bad plan is refused before anything is written."""
-    from tests.test_pipeline import TINY
+    from tests.paper.test_pipeline import TINY
     from vaebias._internal.io import read_json, read_yaml
     from vaebias.cli.main import main
 

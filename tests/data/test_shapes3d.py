@@ -31,7 +31,7 @@ from vaebias.data.shapes3d import (
     values_of,
 )
 
-REF_FILE = pathlib.Path(__file__).resolve().parents[1] / ".." / "shared" / "reference" / "shapes3d" / (
+REF_FILE = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "reference" / "shapes3d" / (
     "shapes3d_reference_images.npz")
 if not REF_FILE.exists():  # the checkout may live elsewhere; fall back to the known location
     REF_FILE = pathlib.Path("/work/shared/reference/shapes3d/shapes3d_reference_images.npz")

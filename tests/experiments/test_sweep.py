@@ -24,7 +24,7 @@ from vaebias.experiments.tasks import TASK_LOG, completion
 TOY = {"name": "toy", "num_positions": 8}
 TRAIN = {"steps": 20, "batch_size": 8, "device": "cpu", "checkpoint_every": 10, "log_every": 5}
 EVAL = {"metrics": ["mig"], "num_points": 200}
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _grid(**kw):
