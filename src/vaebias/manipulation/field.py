@@ -225,7 +225,8 @@ def train_manipulation(
     progress: bool = True,
 ) -> Manipulator:
     """Fit m_ψ (and the two decoders) in ``out_dir`` with the one training loop
-    (checkpointed, resumable). Returns the trained :class:`Manipulator` in eval mode."""
+    (checkpointed, resumable). Returns the trained :class:`Manipulator` in eval mode.
+    Seeds torch's global random generator (``torch.manual_seed``), as PyTorch training code usually does."""
     device = resolve_device(train_config.device)
     ent, _ = load_run(entangled_dir, device)
     dis, _ = load_run(disentangled_dir, device)

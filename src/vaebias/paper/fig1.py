@@ -140,7 +140,7 @@ class _MLPVAE(torch.nn.Module):
 def fit_mlp_vae(x, *, noise_var: float = 0.05, beta: float = 1.0, steps: int = 20_000, seed: int = 0,
                 batch_size: int = 512, lr: float = 1e-3):
     """Fit the nonlinear VAE of Fig. 1 on the points ``x`` (float (N, 2)) by Adam on
-    minibatches drawn with replacement; float32.
+    minibatches drawn with replacement; float32. Seeds torch's global random generator (``torch.manual_seed``), as PyTorch training code usually does.
 
     Returns:
         (encode, decoder): ``encode(x) -> posterior means`` float64 (n, 2), and the

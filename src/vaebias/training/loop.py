@@ -102,6 +102,8 @@ def fit(
     record_classes: dict | None = None,
 ) -> dict:
     """Train ``model`` on ``data`` in ``run_dir``, resuming from its checkpoint if any.
+    Seeds torch's global random generator (``torch.manual_seed(train_config.seed)``, and
+    restores its state on resume), as PyTorch training code usually does.
 
     Args:
         model: a :class:`vaebias.models.base.Model` (or any module with
@@ -314,7 +316,7 @@ def train(config: RunConfig | dict, run_dir: str | os.PathLike, data=None, *, pr
 
     Builds the model with :func:`vaebias.models.build_model` (latent size = number of
     ground-truth factors, per-dataset defaults) and runs :func:`fit`. A finished run
-    is not redone; an interrupted one resumes.
+    is not redone; an interrupted one resumes. Seeds torch's global random generator (``torch.manual_seed``), as PyTorch training code usually does.
 
     Args:
         config: a :class:`RunConfig` or its dict form.
