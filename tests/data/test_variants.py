@@ -177,3 +177,26 @@ def test_sign_noise_is_plus_or_minus_epsilon_from_the_same_draw():
     assert abs(float((uni ** 2).mean()) - 0.01 / 3) < 3e-4
     with pytest.raises(DataError, match="distribution = 'gauss'"):
         Noisy(base, 0.1, distribution="gauss")
+
+
+def test_dataset_registry_loads_a_registered_class_and_checks_its_options():
+    import pytest
+
+    from vaebias._internal.errors import ConfigError
+    from vaebias.data import available, load_dataset
+    from vaebias.data.registry import _REGISTRY, register
+    from vaebias.data.toy import ToySquares
+
+    @register("toy_for_registry_test")
+    class Tiny(ToySquares):
+        epsilon = 0.05
+
+    try:
+        assert "toy_for_registry_test" in available()
+        d = load_dataset("toy_for_registry_test", num_positions=4)
+        assert isinstance(d, Tiny) and type(d).epsilon == 0.05
+        with pytest.raises(ConfigError, match="unknown option"):
+            load_dataset("toy_for_registry_test", colour="red")
+    finally:
+        _REGISTRY.pop("toy_for_registry_test")
+    assert type(load_dataset("toy")).epsilon == 0.1 and type(load_dataset("shapes3d")).epsilon == 0.175

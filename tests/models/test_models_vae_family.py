@@ -490,3 +490,18 @@ def test_short_training_learns(tmp_path, name):
     assert float(last["recon"]) < 0.5 * float(first["recon"])
     assert float(last["loss"]) < float(first["loss"])
     assert mig_trained > mig_untrained + 0.15, (mig_untrained, mig_trained)
+
+
+def test_per_model_facts_live_on_the_classes():
+    """The paper's Table 1 rows in order, their labels, and each model's primary
+    hyperparameter of the Fig. 5 line search (Sec. 5.3), read from the model classes."""
+    from vaebias.models import model_label, primary_hyperparameters, table1_models, table_order
+
+    assert table1_models() == ("ae", "beta_vae", "factor_vae", "beta_tc_vae", "slow_vae", "pcl", "weak_gan")
+    assert [model_label(m) for m in table1_models()] == ["AE", "β-VAE", "FactorVAE", "β-TC-VAE", "Slow-VAE",
+                                                         "PCL", "Weak. sup. GAN"]
+    assert primary_hyperparameters() == {"beta_vae": "beta", "beta_tc_vae": "beta", "factor_vae": "gamma",
+                                         "slow_vae": "gamma", "dip_vae_i": "lambda_od",
+                                         "dip_vae_ii": "lambda_od", "annealed_vae": "c_max"}
+    assert table_order(["my_model", "pcl", "ae", "annealed_vae"]) == ["ae", "pcl", "annealed_vae", "my_model"]
+    assert model_label("my_model") == "my_model"
