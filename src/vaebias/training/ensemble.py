@@ -181,36 +181,13 @@ def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str |
     if not todo:
         return models
 
-    # --- members: seeded init, own run dir, own data stream and noise generator
-    members = []
-    for i in todo:
-        model, record = build_run(configs[i], data)
-        open_run_dir(run_dirs[i], record)
-        seed = configs[i].train.seed
-        gen = torch.Generator(device=device)
-        gen.manual_seed(seed)  # the solo run's torch.manual_seed(seed) before its first step
-        members.append({"i": i, "model": model.to(device), "rng": np.random.default_rng(seed), "gen": gen,
-                        "step": 0, "rows": []})
+    members = _start_members(configs, run_dirs, todo, data, device)
     base = members[0]["model"]
     if cfg.precision == "bf16":
         base.autocast_dtype = torch.bfloat16
     solo_opts = [m["model"].configure_optimizers(cfg)["main"] for m in members]
 
-    # --- resume from the members' checkpoints
-    for m, opt in zip(members, solo_opts):
-        path = run_dirs[m["i"]] / CHECKPOINT
-        fields, rows = read_log(run_dirs[m["i"]] / LOG)
-        m["fields"] = fields
-        if path.exists():
-            state = load_checkpoint(path, map_location=device)
-            m["model"].load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizers"]["main"])
-            m["rng"].bit_generator.state = state["numpy_rng"]
-            key = "cuda_rng" if device.type == "cuda" else "torch_rng"
-            m["gen"].set_state(state[key].to("cpu"))
-            m["step"] = int(state["step"])
-            m["rows"] = [r for r in rows if int(r["step"]) <= m["step"]]
-            m["log_acc"] = state.get("log_acc") or {"sums": {}, "n": 0}
+    _resume_members(members, solo_opts, run_dirs, device)
     steps = {m["step"] for m in members}
     if len(steps) > 1:  # members at different steps cannot share a step: train them alone
         for m in members:
@@ -218,23 +195,7 @@ def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str |
         return models
     step = steps.pop()
 
-    # --- the stacked state and one Adam over it
-    params, buffers = torch.func.stack_module_state([m["model"] for m in members])
-    params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
-    names = list(params)
-    opt = torch.optim.Adam(list(params.values()), **{k: v for k, v in solo_opts[0].defaults.items()
-                                                      if k in ("lr", "betas", "eps", "fused")})
-    if step > 0:
-        stacked = {}
-        for j in range(len(names)):
-            sts = [o.state_dict()["state"].get(j) for o in solo_opts]
-            if all(s is not None for s in sts):
-                stacked[j] = {"step": sts[0]["step"].clone(),
-                              "exp_avg": torch.stack([s["exp_avg"] for s in sts]),
-                              "exp_avg_sq": torch.stack([s["exp_avg_sq"] for s in sts])}
-        sd = opt.state_dict()
-        sd["state"] = stacked
-        opt.load_state_dict(sd)
+    params, buffers, names, opt = _stacked_adam(members, solo_opts, step)
 
     shell = _LossOf(copy.deepcopy(base).to("meta"))
     shell.model.autocast_dtype = base.autocast_dtype
@@ -256,35 +217,11 @@ def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str |
         out = [s.sample(cfg.batch_size, m["rng"], device) for s, m in zip(samplers, members)]
         return {k: torch.stack([o[k] for o in out]) for k in out[0]}
 
-    probe = _RecordShapes()
-    token = NOISE_FEED.set(probe)
-    try:
-        with torch.no_grad():  # a throw-away batch: only the shapes of the draws matter
-            base.loss(samplers[0].sample(cfg.batch_size, np.random.default_rng(0), device))
-    finally:
-        NOISE_FEED.reset(token)
-    shapes = probe.shapes
+    shapes = _noise_shapes(base, samplers[0], cfg.batch_size, device)
 
     def save(at_step: int) -> None:
-        sd = opt.state_dict()
-        for k, m in enumerate(members):
-            member_state = {n: params[n][k].detach().clone() for n in names}
-            member_state.update({n: buffers[n][k].clone() for n in buffers})
-            ostate = {j: {"step": st["step"].clone(), "exp_avg": st["exp_avg"][k].clone(),
-                          "exp_avg_sq": st["exp_avg_sq"][k].clone()} for j, st in sd["state"].items()}
-            osd = solo_opts[k].state_dict()
-            osd["state"] = ostate
-            gen_state = m["gen"].get_state()
-            atomic_torch_save({
-                "step": at_step, "total_steps": cfg.steps, "model": member_state,
-                "optimizers": {"main": osd}, "numpy_rng": m["rng"].bit_generator.state,
-                "torch_rng": gen_state if device.type != "cuda" else torch.get_rng_state(),
-                "cuda_rng": gen_state if device.type == "cuda" else None,
-                "ensemble": {"members": len(members), "index": k},
-                "log_acc": {"sums": dict(acc[k]), "n": n_acc},  # the current log row's partial sums
-            }, run_dirs[m["i"]] / CHECKPOINT)
-            if m["rows"]:
-                write_log(run_dirs[m["i"]] / LOG, m["fields"], m["rows"])
+        _save_members(members, run_dirs, params, buffers, names, opt, solo_opts, at_step, cfg.steps, device,
+                      acc, n_acc)
 
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True, leave=False,
                desc=f"{configs[0].model} ensemble of {len(members)}")
@@ -335,3 +272,92 @@ def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str |
         models[m["i"]] = load_run(run_dirs[m["i"]], device)[0]
     return models
 
+
+def _start_members(configs, run_dirs, todo, data, device) -> list[dict]:
+    """The unfinished members: seeded init, own run dir, own data stream and noise generator."""
+    members = []
+    for i in todo:
+        model, record = build_run(configs[i], data)
+        open_run_dir(run_dirs[i], record)
+        seed = configs[i].train.seed
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed)  # the solo run's torch.manual_seed(seed) before its first step
+        members.append({"i": i, "model": model.to(device), "rng": np.random.default_rng(seed), "gen": gen,
+                        "step": 0, "rows": []})
+    return members
+
+
+def _resume_members(members, solo_opts, run_dirs, device) -> None:
+    """Load each member's checkpoint (model, Adam, data stream, noise, log) where it has one."""
+    for m, opt in zip(members, solo_opts):
+        path = run_dirs[m["i"]] / CHECKPOINT
+        fields, rows = read_log(run_dirs[m["i"]] / LOG)
+        m["fields"] = fields
+        if path.exists():
+            state = load_checkpoint(path, map_location=device)
+            m["model"].load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizers"]["main"])
+            m["rng"].bit_generator.state = state["numpy_rng"]
+            key = "cuda_rng" if device.type == "cuda" else "torch_rng"
+            m["gen"].set_state(state[key].to("cpu"))
+            m["step"] = int(state["step"])
+            m["rows"] = [r for r in rows if int(r["step"]) <= m["step"]]
+            m["log_acc"] = state.get("log_acc") or {"sums": {}, "n": 0}
+
+
+def _stacked_adam(members, solo_opts, step: int):
+    """The members' parameters and buffers stacked along a new first dim, and one Adam over
+    them holding the members' stacked Adam states (when resuming)."""
+    params, buffers = torch.func.stack_module_state([m["model"] for m in members])
+    params = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+    names = list(params)
+    opt = torch.optim.Adam(list(params.values()), **{k: v for k, v in solo_opts[0].defaults.items()
+                                                      if k in ("lr", "betas", "eps", "fused")})
+    if step > 0:
+        stacked = {}
+        for j in range(len(names)):
+            sts = [o.state_dict()["state"].get(j) for o in solo_opts]
+            if all(s is not None for s in sts):
+                stacked[j] = {"step": sts[0]["step"].clone(),
+                              "exp_avg": torch.stack([s["exp_avg"] for s in sts]),
+                              "exp_avg_sq": torch.stack([s["exp_avg_sq"] for s in sts])}
+        sd = opt.state_dict()
+        sd["state"] = stacked
+        opt.load_state_dict(sd)
+    return params, buffers, names, opt
+
+
+def _noise_shapes(base, sampler, batch_size: int, device) -> list:
+    """(shape, dtype) of each Gaussian draw of one step, from one probe on a throw-away batch."""
+    probe = _RecordShapes()
+    token = NOISE_FEED.set(probe)
+    try:
+        with torch.no_grad():  # only the shapes of the draws matter
+            base.loss(sampler.sample(batch_size, np.random.default_rng(0), device))
+    finally:
+        NOISE_FEED.reset(token)
+    return probe.shapes
+
+
+def _save_members(members, run_dirs, params, buffers, names, opt, solo_opts, at_step: int, total_steps: int,
+                  device, acc, n_acc: int) -> None:
+    """Each member's checkpoint as its solo run would write it, and its log."""
+    sd = opt.state_dict()
+    for k, m in enumerate(members):
+        member_state = {n: params[n][k].detach().clone() for n in names}
+        member_state.update({n: buffers[n][k].clone() for n in buffers})
+        ostate = {j: {"step": st["step"].clone(), "exp_avg": st["exp_avg"][k].clone(),
+                      "exp_avg_sq": st["exp_avg_sq"][k].clone()} for j, st in sd["state"].items()}
+        osd = solo_opts[k].state_dict()
+        osd["state"] = ostate
+        gen_state = m["gen"].get_state()
+        atomic_torch_save({
+            "step": at_step, "total_steps": total_steps, "model": member_state,
+            "optimizers": {"main": osd}, "numpy_rng": m["rng"].bit_generator.state,
+            "torch_rng": gen_state if device.type != "cuda" else torch.get_rng_state(),
+            "cuda_rng": gen_state if device.type == "cuda" else None,
+            "ensemble": {"members": len(members), "index": k},
+            "log_acc": {"sums": dict(acc[k]), "n": n_acc},  # the current log row's partial sums
+        }, run_dirs[m["i"]] / CHECKPOINT)
+        if m["rows"]:
+            write_log(run_dirs[m["i"]] / LOG, m["fields"], m["rows"])
