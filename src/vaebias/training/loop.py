@@ -138,41 +138,12 @@ def fit(
     rng = np.random.default_rng(cfg.seed)
     optimizers = model.configure_optimizers(cfg)
 
-    step, resumed_from = 0, None
-    ckpt_path = run_dir / CHECKPOINT
-    fields, rows = read_log(run_dir / LOG)
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, map_location=device)
-        model.load_state_dict(state["model"])
-        for name, opt in optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
-        rng.bit_generator.state = state["numpy_rng"]
-        torch.set_rng_state(state["torch_rng"].cpu())
-        if device.type == "cuda" and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
-        step = resumed_from = int(state["step"])
-        rows = [r for r in rows if int(r["step"]) <= step]
-        log_acc = state.get("log_acc") or {"sums": {}, "n": 0}
-    else:
-        rows = []
-        log_acc = {"sums": {}, "n": 0}
+    step, fields, rows, log_acc = _resume(run_dir, model, optimizers, rng, device)
+    resumed_from = step if (run_dir / CHECKPOINT).exists() else None
 
     def save(at_step: int) -> None:
-        atomic_torch_save(
-            {
-                "step": at_step,
-                "total_steps": cfg.steps,
-                "model": model.state_dict(),
-                "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
-                "numpy_rng": rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "log_acc": {"sums": dict(acc), "n": n_acc},  # the current log row's partial sums
-            },
-            ckpt_path,
-        )
-        if rows:
-            write_log(run_dir / LOG, fields, rows)
+        _save_checkpoint(run_dir, at_step, cfg.steps, model, optimizers, rng, device,
+                         {"sums": dict(acc), "n": n_acc}, fields, rows)
 
     if step >= cfg.steps:
         return {"step": step, "resumed_from": resumed_from, "last": rows[-1] if rows else {}}
@@ -377,3 +348,42 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
     model.to(resolve_device(device))
     return model.eval(), record
 
+
+def _resume(run_dir: Path, model, optimizers: dict, rng, device):
+    """Restore a run's checkpoint into ``model``, ``optimizers``, ``rng`` and torch's
+    generators: (step, log fields, log rows up to the step, partial sums of the current
+    log row); step 0 and empty logs without a checkpoint."""
+    fields, rows = read_log(run_dir / LOG)
+    ckpt_path = run_dir / CHECKPOINT
+    if not ckpt_path.exists():
+        return 0, fields, [], {"sums": {}, "n": 0}
+    state = load_checkpoint(ckpt_path, map_location=device)
+    model.load_state_dict(state["model"])
+    for name, opt in optimizers.items():
+        opt.load_state_dict(state["optimizers"][name])
+    rng.bit_generator.state = state["numpy_rng"]
+    torch.set_rng_state(state["torch_rng"].cpu())
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+    step = int(state["step"])
+    return step, fields, [r for r in rows if int(r["step"]) <= step], state.get("log_acc") or {"sums": {}, "n": 0}
+
+
+def _save_checkpoint(run_dir: Path, at_step: int, total_steps: int, model, optimizers: dict, rng, device,
+                     log_acc: dict, fields: list, rows: list) -> None:
+    """Write the checkpoint (atomically) and the log of a run at ``at_step``."""
+    atomic_torch_save(
+        {
+            "step": at_step,
+            "total_steps": total_steps,
+            "model": model.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+            "numpy_rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "log_acc": log_acc,  # the current log row's partial sums
+        },
+        run_dir / CHECKPOINT,
+    )
+    if rows:
+        write_log(run_dir / LOG, fields, rows)
