@@ -27,7 +27,7 @@ The classifier is a pluggable backend (``BACKENDS``): ``"sklearn"`` is the
 parity mode (one sklearn classifier per factor, exactly the reference's call
 plus a fixed ``random_state``); ``"hist"`` is the fast mode
 (:mod:`vaebias.metrics._gbt`: D and C within 0.01 of the reference's, accuracies
-within 0.04, on the fixtures of ``tests/test_gbt.py``). A backend is a function
+within 0.04, on the fixtures of ``tests/metrics/test_gbt.py``). A backend is a function
 ``fn(x_train (N, d) float64, y_train (N,) int64, x_test (M, d) float64,
 y_test (M,) int64, random_state) -> (importances float64 (d,), train_accuracy
 float, test_accuracy float)`` and is only called for factors with at least two
@@ -72,7 +72,7 @@ def _hist_backend(x_train, y_train, x_test, y_test, random_state):
     """Fast backend: :func:`vaebias.metrics._gbt.boosted_importances`, the same boosted-tree
     model on histogram-binned codes with exact refinement of each chosen split (~20x
     faster than sklearn on dSprites-sized inputs; differences stated in ``gbt``'s
-    docstring and pinned by ``tests/test_gbt.py``)."""
+    docstring and pinned by ``tests/metrics/test_gbt.py``)."""
     return boosted_importances(x_train, y_train, x_test, y_test, random_state)
 
 

@@ -37,7 +37,7 @@ __all__ = ["EvalConfig", "EvalContext", "evaluate"]
 
 
 #: The fast mode's settings of :func:`evaluate` (``vaebias evaluate --fast``): DCI's
-#: histogram backend (D and C within 0.01 of the reference's on ``tests/test_gbt.py``'s
+#: histogram backend (D and C within 0.01 of the reference's on ``tests/metrics/test_gbt.py``'s
 #: fixtures) and pool sampling for the FactorVAE and BetaVAE scores, at the reference's
 #: vote counts: their batches come from the already encoded shared and test samples
 #: (:mod:`vaebias.metrics.pool`) instead of ~2.9 million freshly encoded images. On
