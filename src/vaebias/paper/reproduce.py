@@ -190,68 +190,9 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
             raise RunError(f"{len(bad)} {what} failed (rerun to retry): "
                            + "; ".join(f"{r['id']}: {r['error']}" for r in bad))
 
-    # 1. references: R β-VAE restarts (seeds 1000 + r, disjoint from the table's seeds), with
-    #    the β-VAE hyperparameters of the table's runs
-    ref_tasks = []
-    for r in range(prof.reference_restarts):
-        rd = out / "references" / f"beta_vae_seed{1000 + r}"
-        cfg = RunConfig(model="beta_vae", dataset=data_spec, model_params=dict(prof.model_params.get("beta_vae", {})),
-                        train=train_cfg(prof.reference_steps, 1000 + r))
-        ref_tasks.append(task(rd, cfg, restart=r))
-
-    def said_reference(spec, res):
-        if res["status"] != "failed":
-            log.info(f"reference {spec['meta']['restart'] + 1}/{prof.reference_restarts}: "
-                 f"MIG {res['metrics']['mig']['mig']:.3f}")
-
-    results = runner.run(ref_tasks, on_result=said_reference)
-    failed(results, "reference runs")
-    # keyed by the run directory as given (selection.json records these strings)
-    scores = {str(out / spec["id"]): res["metrics"]["mig"]["mig"] for spec, res in zip(ref_tasks, results)}
-
-    # 2. selection (paper Sec. 4.4), or the rotated disentangled reference
-    man_dir = out / "manipulation"
-    sel = select_references(scores)
-    if prof.entangled_reference == "rotated":
-
-        best = Path(sel["disentangled"])
-        rot = rotate_reference(best, out / "references" / f"rotated_{best.name}", data)
-        ev = {k: v for k, v in evaluation.items() if k != "metrics"}
-        rot_mig = evaluate_run(rot["run_dir"], evaluation["metrics"], data=data, device=device, **ev)["mig"]["mig"]
-        sel = {"entangled": rot["run_dir"], "disentangled": str(best), "scores": {**scores, rot["run_dir"]: rot_mig},
-               "entangled_reference": "rotated", "rotated_units": rot["active"]}
-        log.info(f"entangled reference: {best.name} rotated over units {rot['active']} (MIG {rot_mig:.3f})")
-    sel_path = man_dir / "selection.json"
-    if sel_path.exists() and read_json(sel_path)["entangled"] != sel["entangled"]:
-        raise RunError(f"{sel_path} disagrees with the reference scores; delete {man_dir} to redo it")
-    write_json(sel_path, sel)
-    log.info(f"entangled reference {Path(sel['entangled']).name} (MIG {sel['scores'][sel['entangled']]:.3f}), "
-         f"disentangled {Path(sel['disentangled']).name} (MIG {sel['scores'][sel['disentangled']]:.3f})")
-
-    # 3. m_ψ (paper Sec. 4.5)
-    epsilon = prof.manipulation.get("epsilon", type(data).epsilon)  # checked by reproduce
-    mcfg = ManipulationConfig(**{**prof.manipulation, "epsilon": epsilon, "field_width": prof.field_width})
-    train_manipulation(data, sel["entangled"], sel["disentangled"], man_dir, mcfg,
-                       train_cfg(prof.manipulation_steps, 0), progress=progress)
-    health = field_health(data, man_dir, device=device)
-    write_json(man_dir / "health.json", health)
-    gap = ("" if health["gap_start"] is None else
-           f", gap L_dis - L_ent {health['gap_start']:.3g} -> {health['gap_end']:.3g}")
-    log.info(f"manipulation trained: m_psi std over w {health['std_over_w']:.3f}, saturated "
-         f"{health['saturated_share']:.1%}{gap}")
-    for w in health["warnings"]:
-        log.warning(w)
-
-    # 4. the modified and noise datasets: exported, or computed on the fly from m_ψ
-    if prof.export:
-        paths = export_variants(data, man_dir, out / "datasets", device=device, progress=progress)
-        log.info(f"datasets written: {paths['modified'].name}, {paths['noise'].name}")
-        variant_spec = {"original": data_spec, "modified": {"name": str(paths["modified"])},
-                        "noise": {"name": str(paths["noise"])}}
-    else:
-        variant_spec = {"original": data_spec, **{v: {**data_spec, "variant": v, "manipulation": str(man_dir)}
-                                                  for v in ("modified", "noise")}}
-        log.info("modified and noise data computed on the fly from m_psi (profile export: false)")
+    scores = _reference_stage(out, prof, data_spec, runner, train_cfg, task, failed)
+    sel = _selection_stage(out, prof, data, scores, evaluation, device)
+    variant_spec = _manipulation_stage(out, prof, data, data_spec, sel, train_cfg, device, progress)
 
     # 5. the table's runs
     table_tasks = []
@@ -280,6 +221,82 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
         report["robustness"] = _robustness_stage(out, dataset, prof, data, variant_spec, runner, task, failed,
                                                  train_cfg)
     return report
+
+
+def _reference_stage(out: Path, prof: Profile, data_spec: dict, runner, train_cfg, task, failed) -> dict:
+    """Stage 1: the reference restarts; their MIG keyed by run directory."""
+    # 1. references: R β-VAE restarts (seeds 1000 + r, disjoint from the table's seeds), with
+    #    the β-VAE hyperparameters of the table's runs
+    ref_tasks = []
+    for r in range(prof.reference_restarts):
+        rd = out / "references" / f"beta_vae_seed{1000 + r}"
+        cfg = RunConfig(model="beta_vae", dataset=data_spec, model_params=dict(prof.model_params.get("beta_vae", {})),
+                        train=train_cfg(prof.reference_steps, 1000 + r))
+        ref_tasks.append(task(rd, cfg, restart=r))
+
+    def said_reference(spec, res):
+        if res["status"] != "failed":
+            log.info(f"reference {spec['meta']['restart'] + 1}/{prof.reference_restarts}: "
+                 f"MIG {res['metrics']['mig']['mig']:.3f}")
+
+    results = runner.run(ref_tasks, on_result=said_reference)
+    failed(results, "reference runs")
+    # keyed by the run directory as given (selection.json records these strings)
+    scores = {str(out / spec["id"]): res["metrics"]["mig"]["mig"] for spec, res in zip(ref_tasks, results)}
+    return scores
+
+
+def _selection_stage(out: Path, prof: Profile, data, scores: dict, evaluation: dict, device: str) -> dict:
+    """Stage 2: the two references, recorded in ``manipulation/selection.json``."""
+    # 2. selection (paper Sec. 4.4), or the rotated disentangled reference
+    sel = select_references(scores)
+    if prof.entangled_reference == "rotated":
+        best = Path(sel["disentangled"])
+        rot = rotate_reference(best, out / "references" / f"rotated_{best.name}", data)
+        ev = {k: v for k, v in evaluation.items() if k != "metrics"}
+        rot_mig = evaluate_run(rot["run_dir"], evaluation["metrics"], data=data, device=device, **ev)["mig"]["mig"]
+        sel = {"entangled": rot["run_dir"], "disentangled": str(best), "scores": {**scores, rot["run_dir"]: rot_mig},
+               "entangled_reference": "rotated", "rotated_units": rot["active"]}
+        log.info(f"entangled reference: {best.name} rotated over units {rot['active']} (MIG {rot_mig:.3f})")
+    man_dir = out / "manipulation"
+    sel_path = man_dir / "selection.json"
+    if sel_path.exists() and read_json(sel_path)["entangled"] != sel["entangled"]:
+        raise RunError(f"{sel_path} disagrees with the reference scores; delete {man_dir} to redo it")
+    write_json(sel_path, sel)
+    log.info(f"entangled reference {Path(sel['entangled']).name} (MIG {sel['scores'][sel['entangled']]:.3f}), "
+         f"disentangled {Path(sel['disentangled']).name} (MIG {sel['scores'][sel['disentangled']]:.3f})")
+    return sel
+
+
+def _manipulation_stage(out: Path, prof: Profile, data, data_spec: dict, sel: dict, train_cfg, device: str,
+                        progress: bool) -> dict:
+    """Stages 3-4: m_ψ, its health, and the dataset spec of each variant."""
+    # 3. m_ψ (paper Sec. 4.5)
+    man_dir = out / "manipulation"
+    epsilon = prof.manipulation.get("epsilon", type(data).epsilon)  # checked by reproduce
+    mcfg = ManipulationConfig(**{**prof.manipulation, "epsilon": epsilon, "field_width": prof.field_width})
+    train_manipulation(data, sel["entangled"], sel["disentangled"], man_dir, mcfg,
+                       train_cfg(prof.manipulation_steps, 0), progress=progress)
+    health = field_health(data, man_dir, device=device)
+    write_json(man_dir / "health.json", health)
+    gap = ("" if health["gap_start"] is None else
+           f", gap L_dis - L_ent {health['gap_start']:.3g} -> {health['gap_end']:.3g}")
+    log.info(f"manipulation trained: m_psi std over w {health['std_over_w']:.3f}, saturated "
+         f"{health['saturated_share']:.1%}{gap}")
+    for w in health["warnings"]:
+        log.warning(w)
+
+    # 4. the modified and noise datasets: exported, or computed on the fly from m_ψ
+    if prof.export:
+        paths = export_variants(data, man_dir, out / "datasets", device=device, progress=progress)
+        log.info(f"datasets written: {paths['modified'].name}, {paths['noise'].name}")
+        variant_spec = {"original": data_spec, "modified": {"name": str(paths["modified"])},
+                        "noise": {"name": str(paths["noise"])}}
+    else:
+        variant_spec = {"original": data_spec, **{v: {**data_spec, "variant": v, "manipulation": str(man_dir)}
+                                                  for v in ("modified", "noise")}}
+        log.info("modified and noise data computed on the fly from m_psi (profile export: false)")
+    return variant_spec
 
 
 def _robustness_stage(out: Path, dataset: str, prof: Profile, data, variant_spec: dict, runner, task, failed,

@@ -196,40 +196,19 @@ def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str |
     step = steps.pop()
 
     params, buffers, names, opt = _stacked_adam(members, solo_opts, step)
-
-    shell = _LossOf(copy.deepcopy(base).to("meta"))
-    shell.model.autocast_dtype = base.autocast_dtype
+    batched = _vmapped_loss(base)
     samplers = [m["model"].batch_sampler(data) for m in members]
-
-    def member_loss(p, b, batch, noise):
-        token = NOISE_FEED.set(_Replay(noise))
-        try:
-            return torch.func.functional_call(shell, (_prefixed(p), _prefixed(b)), (batch,))
-        finally:
-            NOISE_FEED.reset(token)
-
-    batched = torch.func.vmap(member_loss, randomness="error")
-
-    # --- the noise each member draws per step: shapes from one probe on member 0's model
-    def draw_batches():
-        if hasattr(samplers[0], "sample_many"):  # one renderer call for all members
-            return samplers[0].sample_many(cfg.batch_size, [m["rng"] for m in members], device)
-        out = [s.sample(cfg.batch_size, m["rng"], device) for s, m in zip(samplers, members)]
-        return {k: torch.stack([o[k] for o in out]) for k in out[0]}
-
+    draw_batches = _batch_drawer(samplers, members, cfg.batch_size, device)
+    # the noise each member draws per step: shapes from one probe on member 0's model
     shapes = _noise_shapes(base, samplers[0], cfg.batch_size, device)
+    log = _LogRows(members, step)
 
     def save(at_step: int) -> None:
         _save_members(members, run_dirs, params, buffers, names, opt, solo_opts, at_step, cfg.steps, device,
-                      acc, n_acc)
+                      log.acc, log.n)
 
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, dynamic_ncols=True, leave=False,
                desc=f"{configs[0].model} ensemble of {len(members)}")
-    # all members are at the same step, so their partial log rows cover the same steps
-    acc = [dict((m.get("log_acc") or {}).get("sums", {})) for m in members]
-    n_acc = int((members[0].get("log_acc") or {}).get("n", 0))
-    t_start = t_last = time.perf_counter()
-    step_last = step
     interrupt = contextlib.ExitStack()
     flag = interrupt.enter_context(interrupt_at_step_boundary())
     try:
@@ -244,22 +223,11 @@ def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str |
             step += 1
             values = {k: v.detach().cpu().tolist() for k, v in terms.items()}
             per_member = [{k: values[k][j] for k in values} for j in range(len(members))]
-            for a, t in zip(acc, per_member):
-                for k, v in t.items():
-                    a[k] = a.get(k, 0.0) + v
-            n_acc += 1
+            log.add(per_member)
             if callback is not None:
                 callback(step, per_member)
             if step % cfg.log_every == 0 or step == cfg.steps:
-                now = time.perf_counter()
-                for m, a in zip(members, acc):
-                    row = log_row(step, a, n_acc, (step - step_last) * cfg.batch_size, now - t_last,
-                                  now - t_start)
-                    if not m["fields"]:
-                        m["fields"] = list(row)
-                    m["rows"].append(row)
-                acc = [{} for _ in members]
-                n_acc, t_last, step_last = 0, now, step
+                log.emit(members, step, cfg.batch_size)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or flag["hit"]:
                 save(step)
             bar.update(1)
@@ -271,6 +239,61 @@ def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str |
     for m in members:
         models[m["i"]] = load_run(run_dirs[m["i"]], device)[0]
     return models
+
+
+def _vmapped_loss(base):
+    """The members' losses in one call: ``base``'s loss (on a meta-device copy, so that no
+    weights are duplicated) vmapped over stacked parameters, buffers, batches and noise."""
+    shell = _LossOf(copy.deepcopy(base).to("meta"))
+    shell.model.autocast_dtype = base.autocast_dtype
+
+    def member_loss(p, b, batch, noise):
+        token = NOISE_FEED.set(_Replay(noise))
+        try:
+            return torch.func.functional_call(shell, (_prefixed(p), _prefixed(b)), (batch,))
+        finally:
+            NOISE_FEED.reset(token)
+
+    return torch.func.vmap(member_loss, randomness="error")
+
+
+def _batch_drawer(samplers, members, batch_size: int, device):
+    """A function returning one stacked batch per step, each member's from its own stream."""
+    def draw_batches():
+        if hasattr(samplers[0], "sample_many"):  # one renderer call for all members
+            return samplers[0].sample_many(batch_size, [m["rng"] for m in members], device)
+        out = [s.sample(batch_size, m["rng"], device) for s, m in zip(samplers, members)]
+        return {k: torch.stack([o[k] for o in out]) for k in out[0]}
+
+    return draw_batches
+
+
+class _LogRows:
+    """Each member's loss sums since its last log row, turned into rows every ``log_every``
+    steps. All members are at the same step, so their partial rows cover the same steps."""
+
+    def __init__(self, members, step: int):
+        self.acc = [dict((m.get("log_acc") or {}).get("sums", {})) for m in members]
+        self.n = int((members[0].get("log_acc") or {}).get("n", 0))
+        self.t_start = self.t_last = time.perf_counter()
+        self.step_last = step
+
+    def add(self, per_member: list[dict]) -> None:
+        for a, t in zip(self.acc, per_member):
+            for k, v in t.items():
+                a[k] = a.get(k, 0.0) + v
+        self.n += 1
+
+    def emit(self, members, step: int, batch_size: int) -> None:
+        now = time.perf_counter()
+        for m, a in zip(members, self.acc):
+            row = log_row(step, a, self.n, (step - self.step_last) * batch_size, now - self.t_last,
+                          now - self.t_start)
+            if not m["fields"]:
+                m["fields"] = list(row)
+            m["rows"].append(row)
+        self.acc = [{} for _ in members]
+        self.n, self.t_last, self.step_last = 0, now, step
 
 
 def _start_members(configs, run_dirs, todo, data, device) -> list[dict]:
