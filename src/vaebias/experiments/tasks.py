@@ -154,8 +154,8 @@ def run_task(spec: dict, *, data=None, preloaded: dict | None = None, progress: 
 
     Raises:
         RunError / ConfigError / DataError: as :func:`vaebias.training.loop.train` and
-        :func:`vaebias.experiments.scoring.evaluate_run` (a run directory of another
-        configuration, a missing dataset file, ...).
+            :func:`vaebias.experiments.scoring.evaluate_run` (a run directory of another
+            configuration, a missing dataset file, ...).
     """
     t0 = time.perf_counter()
     info = {"id": spec["id"], "host": socket.gethostname(), "pid": os.getpid()}

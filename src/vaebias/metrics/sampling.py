@@ -71,12 +71,13 @@ def _is_positive_int(x) -> bool:
 class EvalContext:
     """Everything a registered metric needs; the shared sample is computed once on demand.
 
+    The settings of :func:`evaluate` are attributes too: ``num_points``, ``seed``,
+    ``batch_size``, ``device``, ``num_bins``, ``active_threshold``, ``num_test``,
+    ``dci_backend``, ``score_num_train``, ``score_num_eval`` and ``score_sampling``.
+
     Attributes:
         data: the :class:`vaebias.data.base.GroundTruthData` dataset.
         represent: the callable images -> codes (or (mean, variance)).
-        num_points, seed, batch_size, device, num_bins, active_threshold, num_test,
-            dci_backend, score_num_train, score_num_eval, score_sampling: the settings of
-            :func:`evaluate`.
     """
 
     def __init__(self, data, represent, *, num_points, seed, batch_size, device, num_bins,
