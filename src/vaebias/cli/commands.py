@@ -71,7 +71,7 @@ def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser],
 # ------------------------------------------------------------------ reproduce and sweep
 def _reproduce_args(r: argparse.ArgumentParser) -> None:
     r.add_argument("--dataset", default="dsprites")
-    r.add_argument("--profile", default="quick", help="quick, paper, or a profile YAML file")
+    r.add_argument("--profile", default="quick", help=f"{', '.join(profiles())}, or a profile YAML file")
     r.add_argument("--profile-option", action="append", metavar="KEY=VALUE",
                    help="override a profile field, e.g. seeds=[0,1] or "
                         "manipulation='{loss: l2, clip_in_objective: false, noise: sign}' (repeatable)")
@@ -196,7 +196,7 @@ def _traverse_args(tv: argparse.ArgumentParser) -> None:
 @command("traverse", "latent traversals of a trained run (PNG grid, optional GIF)", _traverse_args)
 def run_traverse(args) -> None:
     if args.num_values < 2:
-        raise SystemExit(f"vaebias: error: --num-values {args.num_values}: expected at least 2")
+        raise ConfigError(f"--num-values {args.num_values}: expected at least 2")
     res = write_traversal(args.run_dir, args.out, gif=args.gif, num_values=args.num_values, seed=args.seed,
                           device=args.device)
     print(f"wrote {res['png']}" + (f" and {res['gif']}" if "gif" in res else ""))

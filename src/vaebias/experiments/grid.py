@@ -1,5 +1,5 @@
 """A sweep's grid (YAML or dict) and its expansion into run specs with stable ids
-(``<model>/<dataset>/<hyperparameters>__<hash8>/seed<N>``)."""
+(``<model>-<dataset>[-<param><value>...]-seed<s>-<hash8>``)."""
 
 from __future__ import annotations
 
