@@ -195,7 +195,7 @@ def test_local_sweep_completes_rerun_does_nothing_and_grows(tmp_path, capsys):
     assert capsys.readouterr().out.split() == [s["id"] for s in expand(load_grid(grid))]
     assert not out.exists()
     assert main(["sweep", str(grid), "--no-progress"]) == 0
-    text = capsys.readouterr().out
+    text = capsys.readouterr().err
     assert "4 runs, 0 already finished, 4 to run" in text and "sweep done: 4 finished now" in text
     _assert_each_finished_once(out, 4)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -209,14 +209,14 @@ def test_local_sweep_completes_rerun_does_nothing_and_grows(tmp_path, capsys):
 
     before = _mtimes(out)
     assert main(["sweep", str(grid), "--no-progress"]) == 0
-    assert "4 of 4 runs already finished" in capsys.readouterr().out
+    assert "4 of 4 runs already finished" in capsys.readouterr().err
     assert _mtimes(out) == before  # not a file written, in the runs or beside them
     before = _mtimes(out / "runs")
 
     # a grown grid reuses every finished run and runs only the new one
     _write(grid, _grid(models=["ae", "beta_vae"], model_params={}, seeds=[0, 1, 2], out=str(out)))
     assert main(["sweep", str(grid), "--no-progress"]) == 0
-    assert "6 runs, 4 already finished, 2 to run" in capsys.readouterr().out
+    assert "6 runs, 4 already finished, 2 to run" in capsys.readouterr().err
     assert {k: v for k, v in _mtimes(out / "runs").items() if k in before} == before
     _assert_each_finished_once(out, 6)
 
@@ -226,7 +226,7 @@ def test_local_worker_processes_give_the_same_numbers(tmp_path, capsys):
     assert main(["sweep", str(_write(tmp_path / "g.yaml", g)), "--out", str(tmp_path / "a"), "--no-progress"]) == 0
     assert main(["sweep", str(tmp_path / "g.yaml"), "--out", str(tmp_path / "b"), "--workers", "2",
                  "--no-progress"]) == 0
-    assert "local, 2 worker processes" in capsys.readouterr().out
+    assert "local, 2 worker processes" in capsys.readouterr().err
     a = json.loads((tmp_path / "a" / "results.json").read_text())
     b = json.loads((tmp_path / "b" / "results.json").read_text())
     assert [r["id"] for r in a] == [r["id"] for r in b]
@@ -276,12 +276,12 @@ def test_failed_run_is_reported_others_finish_rerun_retries(tmp_path, capsys):
     cap = capsys.readouterr()
     assert f"1 of 3 runs failed:\n  {bad['id']}: RunError:" in cap.err and "holds a different configuration" in cap.err
     assert "failures.log" in cap.err and "RunError" in (out / "failures.log").read_text()
-    assert f"1 run(s) failed, e.g. {bad['id']}: RunError:" in cap.out  # the log's summary, for API callers
+    assert f"1 run(s) failed, e.g. {bad['id']}: RunError:" in cap.err  # the log's summary, for API callers
     assert completion(bad["run_dir"], bad["evaluate"]) is None
     assert len(json.loads((out / "results.json").read_text())) == 2
     (Path(bad["run_dir"]) / "config.yaml").unlink()
     assert main(["sweep", str(grid), "--out", str(out), "--no-progress"]) == 0
-    assert "3 runs, 2 already finished, 1 to run" in capsys.readouterr().out
+    assert "3 runs, 2 already finished, 1 to run" in capsys.readouterr().err
     assert not (out / "failures.log").exists()
     _assert_each_finished_once(out, 3)
 
@@ -532,7 +532,7 @@ def test_ray_sweep_on_a_two_node_cluster_completes(ray_cluster, tmp_path, capsys
     # rerun: nothing to do, Ray not even contacted
     assert main(["sweep", str(g), "--out", str(out), "--launcher", "ray", "--address", "127.0.0.1:1",
                  "--no-progress"]) == 0
-    assert "4 of 4 runs already finished" in capsys.readouterr().out
+    assert "4 of 4 runs already finished" in capsys.readouterr().err
 
 
 def test_ray_worker_killed_mid_sweep_is_retried(ray_cluster, tmp_path):

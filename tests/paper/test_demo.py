@@ -308,7 +308,7 @@ def test_reproduce_runs_the_fig5_line_search_when_the_profile_asks(tmp_path, cap
     prof.write_text(yaml.safe_dump(dict(base, robustness={"scales": [0.5, 1], "seeds": [0, 1]})))
     capsys.readouterr()
     assert main(args) == 0
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err
     assert table_run.stat().st_mtime_ns == table_stamp and "= 8 runs, 2 of them the table's" in printed
     assert read_yaml(out / "profile.yaml")["profile"]["robustness"] == {"scales": [0.5, 1], "seeds": [0, 1]}
     res = read_json(out / "robustness.json")

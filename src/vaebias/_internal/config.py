@@ -8,10 +8,11 @@ in each dataclass's ``__post_init__`` and raise :class:`~vaebias._internal.error
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from vaebias._internal.errors import ConfigError
 
@@ -155,6 +156,9 @@ class TrainConfig:
             batch-separable model only).
     """
 
+    #: fields that must be finite numbers > 0 (the CLI's flags check them while parsing)
+    POSITIVE: ClassVar[tuple[str, ...]] = ("steps", "batch_size", "lr", "adam_eps", "checkpoint_every", "log_every")
+
     steps: int = 300_000
     batch_size: int = 64
     lr: float = 1e-4
@@ -180,7 +184,8 @@ class TrainConfig:
     def __post_init__(self):
         check(self.steps > 0, "steps", self.steps, "an integer > 0")
         check(self.batch_size > 0, "batch_size", self.batch_size, "an integer > 0")
-        check(self.lr > 0, "lr", self.lr, "a number > 0")
+        check(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "a finite number > 0")
+        check(math.isfinite(self.adam_eps) and self.adam_eps > 0, "adam_eps", self.adam_eps, "a finite number > 0")
         check(
             len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
             "adam_betas", self.adam_betas, "two numbers in [0, 1)",

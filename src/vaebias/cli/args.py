@@ -98,9 +98,11 @@ def _attribute_docs(cls) -> dict[str, str]:
 
 def add_config_flags(p: argparse.ArgumentParser, cls, fields=None) -> None:
     """One flag per field of the config dataclass ``cls`` (``--batch-size`` for
-    ``batch_size``), typed from the field and documented from the docstring. Every flag
+    ``batch_size``), typed from the field (finite numbers; > 0 for the fields named in
+    ``cls.POSITIVE``) and documented from the docstring. Every flag
     defaults to None: :func:`config_values` returns only the fields given."""
     docs = _attribute_docs(cls)
+    positive = set(getattr(cls, "POSITIVE", ()))
     for f in dataclasses.fields(cls):
         if fields is not None and f.name not in fields:
             continue
@@ -113,7 +115,9 @@ def add_config_flags(p: argparse.ArgumentParser, cls, fields=None) -> None:
             p.add_argument(flag, type=float, nargs=len(default or ()) or "+", default=None, help=help_text)
         else:
             kind = {"int": int, "float": float}.get(str(f.type), str)
-            p.add_argument(flag, type=kind, default=None, help=help_text,
+            parse = {int: positive_int if f.name in positive else int,
+                     float: positive_float if f.name in positive else finite_float}.get(kind, str)
+            p.add_argument(flag, type=parse, default=None, help=help_text,
                            **({"metavar": "N"} if kind is int else {}))
 
 

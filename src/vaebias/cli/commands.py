@@ -14,6 +14,7 @@ from pathlib import Path
 from vaebias._internal.config import FAST_STEP, TrainConfig
 from vaebias._internal.errors import ConfigError
 from vaebias._internal.io import versions, write_json
+from vaebias._internal.log import get_logger
 from vaebias.cli.args import (
     add_config_flags,
     add_launcher_args,
@@ -38,6 +39,8 @@ from vaebias.paper.reproduce import load_profile, profiles, reproduce
 from vaebias.paper.theorem1 import PASS_TOLERANCE, theorem1_experiment
 from vaebias.report import write_html_report, write_report, write_traversal
 from vaebias.training import train
+
+log = get_logger()
 
 __all__ = ["COMMANDS", "Command", "command"]
 
@@ -93,7 +96,8 @@ def run_reproduce(args) -> None:
                     progress=not args.no_progress, launcher=args.launcher, workers=args.workers,
                     address=args.address, dataset_options=key_values(args.dataset_option, "--dataset-option"))
     print(rep["markdown"])
-    print(f"wall time: {time.perf_counter() - t0:.0f} s")
+    wall = time.perf_counter() - t0
+    log.info(f"wall time {wall:.0f} s ({wall / 60:.1f} min)")
 
 
 def _sweep_args(sw: argparse.ArgumentParser) -> None:
