@@ -16,3 +16,17 @@ def test_cli_logging_writes_to_stderr_only(capsys):
     configure_cli_logging(logging.WARNING)
     get_logger().info("quiet now")
     assert "quiet now" not in capsys.readouterr().err
+
+
+def test_cli_logging_does_not_also_go_through_the_root_logger(capsys):
+    import sys
+
+    root_handler = logging.StreamHandler(sys.stdout)  # as Ray or a notebook may install one
+    logging.getLogger().addHandler(root_handler)
+    try:
+        configure_cli_logging(logging.INFO)
+        get_logger().info("once")
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("once") == 1
+    finally:
+        logging.getLogger().removeHandler(root_handler)

@@ -606,7 +606,7 @@ def _reproduced_runs(out):
 def test_reproduce_with_worker_processes_matches_sequential(sequential_reproduce, tmp_path, capsys):
     args, expected = sequential_reproduce
     assert main(args + ["--out", str(tmp_path / "par"), "--workers", "2"]) == 0
-    assert "noise ae        seed 1: MIG" in capsys.readouterr().out  # reproduce's own lines
+    assert "noise ae        seed 1: MIG" in capsys.readouterr().err  # reproduce's own lines
     assert json.loads((tmp_path / "par" / "table.json").read_text())["summary"] == expected
     for rd in _reproduced_runs(tmp_path / "par"):
         assert len(_finished_lines(rd)) == 1

@@ -35,7 +35,8 @@ class _TqdmStderrHandler(logging.Handler):
 
 def configure_cli_logging(level: int = logging.INFO) -> None:
     """Send the ``"vaebias"`` log to stderr as ``[vaebias HH:MM:SS] message`` lines at
-    ``level``; for the command line (a second call replaces the first's handler)."""
+    ``level``, and not to the root logger's handlers; for the command line (a second call
+    replaces the first's handler)."""
     logger = logging.getLogger(LOGGER_NAME)
     for h in list(logger.handlers):
         if isinstance(h, _TqdmStderrHandler):
@@ -44,3 +45,4 @@ def configure_cli_logging(level: int = logging.INFO) -> None:
     handler.setFormatter(logging.Formatter("[vaebias %(asctime)s] %(message)s", datefmt="%H:%M:%S"))
     logger.addHandler(handler)
     logger.setLevel(level)
+    logger.propagate = False  # the command line owns its output: not also through the root logger
