@@ -267,6 +267,42 @@ class TreeGrower:
         return (np.where(found, mid, thr), np.where(found, n_tot * cand[rows, p], gain),
                 found)
 
+    def _with_boundary_windows(self, anc, hc, entries):
+        """``entries`` (ent, f, b, b2, lo, hi, rank, boundary) plus, for every node and
+        each distinct feature its ancestors split on, exact-search windows of
+        ``_BOUNDARY_BINS`` bins at both ends of the node's occupied range."""
+        d, nb = self.d, self.nb
+        ent = entries[0]
+        parts = [entries]
+        nodes_all = np.unique(ent)
+        for j in range(anc.shape[1]):
+            fa = anc[nodes_all, j]
+            fresh = ~(anc[nodes_all, :j] == fa[:, None]).any(axis=1)
+            nodes, fa = nodes_all[fresh], fa[fresh]
+            occupied = hc[torch.from_numpy(nodes), torch.from_numpy(fa)].numpy() > 0
+            first_bin = np.argmax(occupied, axis=1)
+            last_bin = nb - 1 - np.argmax(occupied[:, ::-1], axis=1)
+            end_lo = np.minimum(first_bin + _BOUNDARY_BINS - 1, last_bin)
+            start_hi = np.maximum(last_bin - _BOUNDARY_BINS + 1, first_bin)
+            for w_lo, w_hi in ((first_bin, end_lo), (start_hi, last_bin)):
+                parts.append((nodes, fa, w_hi, w_hi + 1, w_lo, w_hi,
+                              np.full(nodes.size, d), np.ones(nodes.size, bool)))
+        return tuple(np.concatenate(x) for x in zip(*parts))
+
+    def _child_histograms(self, g_h, idx, depth, sel, left_key, hs, hc):
+        """The next level's histograms: the left children's (``left_key``) from sparse
+        products, the right ones' by subtraction from their parents' (``sel``)."""
+        a = sel.size
+        g_blocks, c_blocks = [], []
+        for i in range(0, a, _BLOCK):
+            kk = left_key[i : i + _BLOCK]
+            left = idx[:, kk >> depth] == kk  # column t holds tree t's node indices
+            c_blocks.append(left.astype(self.np_dtype))
+            g_blocks.append(g_h[:, kk >> depth] * c_blocks[-1])
+        h = self._hist(g_blocks + c_blocks)  # (2A, d, nb): [gradient | count] rows
+        sel_t = torch.from_numpy(sel)
+        return torch.cat([h[:a], hs[sel_t] - h[:a]]), torch.cat([h[a:], hc[sel_t] - h[a:]])
+
     def grow(self, g: np.ndarray):
         """Grow one tree per column of the negative gradient g (N, T) float64.
 
@@ -303,21 +339,8 @@ class TreeGrower:
             hi = np.minimum(b2 + (w - 1), nb - 1)
             boundary = np.zeros(ent.size, dtype=bool)
             if anc.shape[1] and _BOUNDARY_BINS:
-                parts = [(ent, f, b, b2, lo, hi, rank, boundary)]
-                nodes_all = np.unique(ent)
-                for j in range(anc.shape[1]):
-                    fa = anc[nodes_all, j]
-                    fresh = ~(anc[nodes_all, :j] == fa[:, None]).any(axis=1)
-                    nodes, fa = nodes_all[fresh], fa[fresh]
-                    occupied = hc[torch.from_numpy(nodes), torch.from_numpy(fa)].numpy() > 0
-                    first_bin = np.argmax(occupied, axis=1)
-                    last_bin = nb - 1 - np.argmax(occupied[:, ::-1], axis=1)
-                    end_lo = np.minimum(first_bin + _BOUNDARY_BINS - 1, last_bin)
-                    start_hi = np.maximum(last_bin - _BOUNDARY_BINS + 1, first_bin)
-                    for w_lo, w_hi in ((first_bin, end_lo), (start_hi, last_bin)):
-                        parts.append((nodes, fa, w_hi, w_hi + 1, w_lo, w_hi,
-                                      np.full(nodes.size, d), np.ones(nodes.size, bool)))
-                ent, f, b, b2, lo, hi, rank, boundary = (np.concatenate(x) for x in zip(*parts))
+                ent, f, b, b2, lo, hi, rank, boundary = self._with_boundary_windows(
+                    anc, hc, (ent, f, b, b2, lo, hi, rank, boundary))
             thr = np.empty(ent.size)
             gain = np.empty(ent.size)
             for part in (~boundary, boundary):  # similar window lengths together
@@ -351,18 +374,8 @@ class TreeGrower:
                 break
             # next level's candidates: the children of the nodes just split; left
             # children's histograms from sparse products, right ones by subtraction
-            a = sel.size
             left_key = 2 * key
-            g_blocks, c_blocks = [], []
-            for i in range(0, a, _BLOCK):
-                kk = left_key[i : i + _BLOCK]
-                left = idx[:, kk >> depth] == kk  # column t holds tree t's node indices
-                c_blocks.append(left.astype(self.np_dtype))
-                g_blocks.append(g_h[:, kk >> depth] * c_blocks[-1])
-            h = self._hist(g_blocks + c_blocks)  # (2A, d, nb): [gradient | count] rows
-            sel_t = torch.from_numpy(sel)
-            hs = torch.cat([h[:a], hs[sel_t] - h[:a]])
-            hc = torch.cat([h[a:], hc[sel_t] - h[a:]])
+            hs, hc = self._child_histograms(g_h, idx, depth, sel, left_key, hs, hc)
             key = np.concatenate([left_key, left_key + 1])
             anc = np.concatenate([anc[sel], f[:, None]], axis=1)
             anc = np.concatenate([anc, anc])
