@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,6 @@ from pathlib import Path
 from vaebias._internal.config import FAST_STEP, TrainConfig
 from vaebias._internal.errors import ConfigError
 from vaebias._internal.io import versions, write_json
-from vaebias._internal.log import get_logger
 from vaebias.cli.args import (
     add_config_flags,
     add_launcher_args,
@@ -39,8 +37,6 @@ from vaebias.paper.reproduce import load_profile, profiles, reproduce
 from vaebias.paper.theorem1 import PASS_TOLERANCE, theorem1_experiment
 from vaebias.report import write_html_report, write_report, write_traversal
 from vaebias.training import train
-
-log = get_logger()
 
 __all__ = ["COMMANDS", "Command", "command"]
 
@@ -89,15 +85,12 @@ def _reproduce_args(r: argparse.ArgumentParser) -> None:
 
 @command("reproduce", "run every stage of the paper's experiment", _reproduce_args)
 def run_reproduce(args) -> None:
-    t0 = time.perf_counter()
     overrides = key_values(args.profile_option, "--profile-option")
     profile = load_profile(args.profile, **overrides) if overrides else args.profile
     rep = reproduce(args.dataset, profile, args.out, device=args.device, data_dir=args.data_dir,
                     progress=not args.no_progress, launcher=args.launcher, workers=args.workers,
                     address=args.address, dataset_options=key_values(args.dataset_option, "--dataset-option"))
-    print(rep["markdown"])
-    wall = time.perf_counter() - t0
-    log.info(f"wall time {wall:.0f} s ({wall / 60:.1f} min)")
+    print(rep["markdown"])  # reproduce logs its own wall time
 
 
 def _sweep_args(sw: argparse.ArgumentParser) -> None:
