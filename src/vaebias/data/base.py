@@ -11,6 +11,7 @@ The shape of the API follows disentanglement_lib's ``GroundTruthData``.
 
 from __future__ import annotations
 
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar
@@ -154,6 +155,38 @@ class GroundTruthData(ABC):
         """Draw ``n`` uniform points: (factors int64 (n, K), images float32 (n, C, H, W))."""
         f = self.sample_factors(n, rng)
         return f, self.images(f, device=device)
+
+    # -------------------------------------------------- torch's Dataset protocol
+    def __getitem__(self, index) -> tuple[torch.Tensor, torch.Tensor]:
+        """One point, so that ``torch.utils.data.DataLoader(data, batch_size=64,
+        shuffle=True)`` works on every dataset: flat index ``i`` (``-len <= i < len``;
+        negative counts from the end) -> (image float32 (C, H, W), factors int64 (K,)).
+
+        Raises:
+            IndexError: an index out of range; TypeError: not an integer.
+        """
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Many points in one :meth:`images` call (``DataLoader`` asks for a whole batch this
+        way): flat indices -> list of (image float32 (C, H, W), factors int64 (K,)).
+
+        Raises:
+            IndexError: an index out of range; TypeError: an index that is not an integer.
+        """
+        n = len(self)
+        idx = np.asarray(indices)
+        if idx.dtype.kind not in "iu" or idx.ndim != 1:  # TypeError for anything but integers
+            idx = np.array([operator.index(i) for i in indices], dtype=np.int64)
+        idx = idx.astype(np.int64, copy=False)
+        idx = np.where(idx < 0, idx + n, idx)
+        bad = (idx < 0) | (idx >= n)
+        if bad.any():
+            raise IndexError(f"index {list(indices)[int(np.argmax(bad))]} out of range; "
+                             f"expected -{n} <= index < {n}")
+        factors = self.factors_of(idx)
+        images = self.images(factors)
+        return list(zip(images.unbind(0), torch.from_numpy(factors).unbind(0)))
 
     def describe(self) -> dict:
         """JSON-friendly description recorded next to results."""
