@@ -69,13 +69,13 @@ def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser],
 
 # ------------------------------------------------------------------ reproduce and sweep
 def _reproduce_args(r: argparse.ArgumentParser) -> None:
-    r.add_argument("--dataset", default="dsprites")
+    r.add_argument("--dataset", default="dsprites", help="dataset name or file path (default: dsprites)")
     r.add_argument("--profile", default="quick", help=f"{', '.join(profiles())}, or a profile YAML file")
     r.add_argument("--profile-option", action="append", metavar="KEY=VALUE",
                    help="override a profile field, e.g. seeds=[0,1] or "
                         "manipulation='{loss: l2, clip_in_objective: false, noise: sign}' (repeatable)")
     r.add_argument("--out", required=True, help="results folder (rerun to resume)")
-    r.add_argument("--device", default="auto")
+    r.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default: auto)")
     r.add_argument("--data-dir", default=None, help="folder with the real dataset file")
     r.add_argument("--dataset-option", action="append", metavar="KEY=VALUE",
                    help="a dataset option, e.g. num_scales=1 for two-factor blobs (repeatable)")

@@ -203,7 +203,7 @@ class EvalContext:
 
     @property
     def num_varying_factors(self) -> int:
-        """Number of factors with more than one class (dSprites' colour does not count)."""
+        """Number of factors with more than one class (a one-class factor, such as the colour of disentanglement_lib's dSprites, does not count)."""
         return int(sum(1 for s in self.data.factor_sizes if s > 1))
 
 

@@ -50,7 +50,6 @@ from vaebias.training import RunConfig
 
 __all__ = ["Profile", "load_profile", "profiles", "reproduce", "VARIANTS", "TABLE1_MODELS"]
 
-#: how the entangled reference is found (``Profile.entangled_reference``)
 def _same_spec(old: dict, new: dict) -> bool:
     """Whether a results folder's ``profile.yaml`` describes this reproduction: compared
     after filling in the Profile fields added since it was written."""
