@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vaebias.data.base import as_factor_array
+from vaebias.data.base import GroundTruthData, as_factor_array
 
 FACTOR_NAMES: tuple[str, ...] = ("shape", "scale", "orientation", "posX", "posY")
 FACTOR_SIZES: tuple[int, ...] = (3, 6, 40, 32, 32)
@@ -51,3 +51,15 @@ def values_of(factors) -> np.ndarray:
     return np.stack([vals[k][f[:, k]] for k in range(5)], axis=1)
 
 
+class DSpritesData(GroundTruthData):
+    """What every dSprites source (the real file, the renderer) shares: its name, factors,
+    image shape, categorical factors, the manipulation's ε (the paper, Sec. 5.2) and the
+    name in tables."""
+
+    name = "dsprites"
+    epsilon = 0.1
+    display_name = "dSprites"
+    factor_names = FACTOR_NAMES
+    factor_sizes = FACTOR_SIZES
+    observation_shape = (1, IMAGE_SIZE, IMAGE_SIZE)
+    categorical_factors = (0,)

@@ -9,8 +9,8 @@ import zlib
 import numpy as np
 import torch
 
-from vaebias.data.base import DataError, GroundTruthData
-from vaebias.data.dsprites.factors import FACTOR_NAMES, IMAGE_SIZE, NPZ_NAME
+from vaebias.data.base import DataError
+from vaebias.data.dsprites.factors import FACTOR_NAMES, IMAGE_SIZE, NPZ_NAME, DSpritesData
 
 # ---------------------------------------------------------------------------
 # The real file
@@ -20,7 +20,7 @@ _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ROWS_PER_READ = 4096
 
 
-class DSpritesFile(GroundTruthData):
+class DSpritesFile(DSpritesData):
     """The real dSprites file (npz or its HDF5 twin), validated and held compactly.
 
     Args:
@@ -49,12 +49,6 @@ class DSpritesFile(GroundTruthData):
             what was expected.
     """
 
-    name = "dsprites"
-    epsilon = 0.1
-    display_name = "dSprites"
-    factor_names = FACTOR_NAMES
-    observation_shape = (1, IMAGE_SIZE, IMAGE_SIZE)
-    categorical_factors = (0,)
 
     def __init__(self, path):
         self.path = pathlib.Path(path)

@@ -8,8 +8,7 @@ import math
 import numpy as np
 import torch
 
-from vaebias.data.base import GroundTruthData
-from vaebias.data.dsprites.factors import FACTOR_NAMES, FACTOR_SIZES, IMAGE_SIZE, factor_values
+from vaebias.data.dsprites.factors import IMAGE_SIZE, DSpritesData, factor_values
 
 # ---------------------------------------------------------------------------
 # Rendering geometry (calibrated on the 320 real GIF frames)
@@ -126,7 +125,7 @@ class _DeviceTables:
         self.inv_dv = (_N_TAB - 1) / (2 * _V_EXT)
 
 
-class DSpritesRenderer(GroundTruthData):
+class DSpritesRenderer(DSpritesData):
     """dSprites rendered procedurally, on demand, on any torch device.
 
     No file and no download: every image is computed from its factors with the
@@ -153,13 +152,6 @@ class DSpritesRenderer(GroundTruthData):
     ``categorical_factors = (0,)``; ``len(self) == 737280``.
     """
 
-    name = "dsprites"
-    epsilon = 0.1
-    display_name = "dSprites"
-    factor_names = FACTOR_NAMES
-    factor_sizes = FACTOR_SIZES
-    observation_shape = (1, IMAGE_SIZE, IMAGE_SIZE)
-    categorical_factors = (0,)
 
     def __init__(self, chunk_size: int = 2048):
         if int(chunk_size) < 1:

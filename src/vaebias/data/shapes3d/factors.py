@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vaebias.data.base import DataError, as_factor_array
+from vaebias.data.base import DataError, GroundTruthData, as_factor_array
 
 FACTOR_NAMES: tuple[str, ...] = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
 FACTOR_SIZES: tuple[int, ...] = (10, 10, 10, 8, 4, 15)
@@ -102,3 +102,15 @@ def hue_to_rgb(hue: torch.Tensor) -> torch.Tensor:
     return ((k - 3.0).abs() - 1.0).clamp(0.0, 1.0)
 
 
+class Shapes3DData(GroundTruthData):
+    """What every Shapes3D source (the real file, the renderer) shares: its name, factors,
+    image shape, categorical factors, the manipulation's ε (the paper, Sec. 5.2) and the
+    name in tables."""
+
+    name = "shapes3d"
+    epsilon = 0.175
+    display_name = "Shapes3D"
+    factor_names = FACTOR_NAMES
+    factor_sizes = FACTOR_SIZES
+    observation_shape = (3, IMAGE_SIZE, IMAGE_SIZE)
+    categorical_factors = (4,)

@@ -7,12 +7,12 @@ import pathlib
 import numpy as np
 import torch
 
-from vaebias.data.base import DataError, GroundTruthData
+from vaebias.data.base import DataError
 from vaebias.data.shapes3d.factors import (
     FACTOR_NAMES,
-    FACTOR_SIZES,
     H5_NAME,
     IMAGE_SIZE,
+    Shapes3DData,
     classes_of_values,
     factor_values,
 )
@@ -24,7 +24,7 @@ _READ_BLOCK = 4096  # images per block when reading the whole file
 _RUN_GAP = 32  # indices closer than this are read as one contiguous slab
 
 
-class Shapes3DFile(GroundTruthData):
+class Shapes3DFile(Shapes3DData):
     """The real ``3dshapes.h5`` (HDF5), validated; images read lazily or held in memory.
 
     Args:
@@ -52,13 +52,6 @@ class Shapes3DFile(GroundTruthData):
             names the file, the key and what was expected.
     """
 
-    name = "shapes3d"
-    epsilon = 0.175
-    display_name = "Shapes3D"
-    factor_names = FACTOR_NAMES
-    factor_sizes = FACTOR_SIZES
-    observation_shape = (3, IMAGE_SIZE, IMAGE_SIZE)
-    categorical_factors = (4,)
     #: the value grid of each factor (a subclass may shrink it, e.g. for tiny test files)
     grid_values: tuple[np.ndarray, ...] = factor_values()
 

@@ -9,8 +9,14 @@ import threading
 import numpy as np
 import torch
 
-from vaebias.data.base import DataError, GroundTruthData, as_factor_array
-from vaebias.data.shapes3d.factors import FACTOR_NAMES, FACTOR_SIZES, IMAGE_SIZE, NUM_GEOMETRIES, NUM_PIXELS, hue_to_rgb
+from vaebias.data.base import DataError, as_factor_array
+from vaebias.data.shapes3d.factors import (
+    IMAGE_SIZE,
+    NUM_GEOMETRIES,
+    NUM_PIXELS,
+    Shapes3DData,
+    hue_to_rgb,
+)
 from vaebias.data.shapes3d.raytracer import SceneParams, trace_geometries
 
 
@@ -66,7 +72,7 @@ def _cache_for(params: SceneParams, supersample: int) -> _GeometryCache:
         return _CACHES[key]
 
 
-class Shapes3DRenderer(GroundTruthData):
+class Shapes3DRenderer(Shapes3DData):
     """Shapes3D rendered procedurally, on demand, on any torch device.
 
     No file and no download: a vectorised ray tracer (torch, float64, CPU) computes,
@@ -104,13 +110,6 @@ class Shapes3DRenderer(GroundTruthData):
     ``categorical_factors = (4,)`` (shape); ``len(self) == 480000``.
     """
 
-    name = "shapes3d"
-    epsilon = 0.175
-    display_name = "Shapes3D"
-    factor_names = FACTOR_NAMES
-    factor_sizes = FACTOR_SIZES
-    observation_shape = (3, IMAGE_SIZE, IMAGE_SIZE)
-    categorical_factors = (4,)
 
     def __init__(self, params: SceneParams | None = None, supersample: int = 2, chunk_size: int = 64,
                  quantize: bool = True):
