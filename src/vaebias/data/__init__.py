@@ -5,8 +5,10 @@
 - ``"dsprites"``, ``"shapes3d"``: the real file when found (``path=`` or ``data_dir=``
   or the ``VAEBIAS_DATA_DIR`` environment variable), else the procedural renderer
   (``describe()["source"]`` says which).
-- a path to a file: a vaebias dataset file (exported modified/noise data), a real
-  dSprites npz/HDF5 file or a real Shapes3D ``3dshapes.h5``, recognised by its contents.
+- a path to a file: a vaebias dataset file (HDF5: your own data, or exported
+  modified/noise data), a plain ``.npz`` with ``images`` and ``factors``, a real dSprites
+  npz/HDF5 file or a real Shapes3D ``3dshapes.h5``, recognised by its contents.
+- your own arrays: :func:`from_arrays`; :func:`save_dataset` writes any dataset to a file.
 
 The paper's altered dataset and its noise control, computed on the fly from a trained
 m_ψ, are loaded by :func:`vaebias.manipulation.load_variant`.
@@ -22,6 +24,7 @@ import h5py
 
 from vaebias._internal.errors import ConfigError
 from vaebias.data import blobs, toy  # noqa: F401  (they register themselves)
+from vaebias.data.arrays import ArrayDataset, from_arrays, read_npz, require_full_grid
 from vaebias.data.base import DataError, GroundTruthData
 from vaebias.data.dsprites import DSpritesFile
 from vaebias.data.registry import available, get_loader, options_of, register, takes_files
@@ -32,9 +35,11 @@ from vaebias.data.variants import (
     Modified,
     Noisy,
     export_dataset,
+    save_dataset,
 )
 
 __all__ = [
+    "ArrayDataset",
     "DataError",
     "ExportedDataset",
     "GroundTruthData",
@@ -42,45 +47,53 @@ __all__ = [
     "Noisy",
     "available",
     "export_dataset",
+    "from_arrays",
     "load_dataset",
     "register",
+    "require_full_grid",
+    "save_dataset",
 ]
 
 
 
+def _zip_members(path: Path) -> set[str]:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return {n[:-4] if n.endswith(".npy") else n for n in zf.namelist()}
+    except (zipfile.BadZipFile, OSError) as e:
+        raise DataError(f"{path}: corrupt or unreadable zip/npz archive ({e})") from None
+
+
 def _load_file(path: Path, **kwargs) -> GroundTruthData:
+    """A dataset file, recognised by its content (not its suffix)."""
     if not path.exists():
         raise DataError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: not a regular file; expected a dataset file (HDF5 or npz)")
+    expected = ("expected a vaebias dataset (keys images, factors), dSprites (keys imgs, latents_classes, "
+                "latents_values) or Shapes3D (keys images, labels)")
     if h5py.is_hdf5(path):
         try:
             with h5py.File(path, "r") as f:
-                if f.attrs.get("format") == FORMAT:
-                    kind = "vaebias"
-                elif "imgs" in f and "latents" in f:
-                    kind = "dsprites"
-                elif "images" in f and "labels" in f:
-                    kind = "shapes3d"
-                else:
-                    raise DataError(
-                        f"{path}: HDF5 file with keys {sorted(f.keys())} is neither a vaebias dataset "
-                        f"file, nor dSprites (expected keys imgs, latents/classes, latents/values), nor "
-                        f"Shapes3D (expected keys images, labels)"
-                    )
+                keys = sorted(f.keys())
+                fmt = f.attrs.get("format")
         except OSError as e:
             raise DataError(f"{path}: corrupt or truncated HDF5 file ({e})") from e
-        if kind == "vaebias":
+        if fmt == FORMAT or {"images", "factors"} <= set(keys):
             return ExportedDataset(path, **kwargs)
-        if kind == "shapes3d":
-
+        if {"imgs", "latents"} <= set(keys):
+            return DSpritesFile(path)
+        if {"images", "labels"} <= set(keys):
             return Shapes3DFile(path, **kwargs)
-
-        return DSpritesFile(path)
-    if zipfile.is_zipfile(path) or path.suffix == ".npz":
-
-        return DSpritesFile(path)
-    raise DataError(
-        f"{path}: not a dataset file (expected an HDF5 file (vaebias, dSprites or Shapes3D) or a dSprites .npz)"
-    )
+        raise DataError(f"{path}: HDF5 file with keys {keys}; {expected}")
+    if zipfile.is_zipfile(path):
+        members = _zip_members(path)
+        if {"images", "factors"} <= members:
+            return read_npz(path)
+        if "imgs" in members:
+            return DSpritesFile(path)
+        raise DataError(f"{path}: npz with keys {sorted(members)}; {expected}")
+    raise DataError(f"{path}: neither HDF5 nor npz (zip); {expected}")
 
 
 def load_dataset(name: str | os.PathLike, *, path: str | os.PathLike | None = None,

@@ -82,6 +82,9 @@ class GroundTruthData(ABC):
     name: str = "dataset"
     #: indices of categorical factors (kept fixed by the Laplace pair sampler)
     categorical_factors: tuple[int, ...] = ()
+    #: False for a labelled sample of the grid (:mod:`vaebias.data.arrays`): what needs
+    #: neighbouring factor values refuses it
+    is_full_grid: bool = True
 
     # ------------------------------------------------------------------ grid
     @property

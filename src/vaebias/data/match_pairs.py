@@ -37,6 +37,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from vaebias.data.arrays import require_full_grid
 from vaebias.data.base import GroundTruthData, as_rng
 
 __all__ = ["MatchPairSampler", "PAIRING_MODES"]
@@ -66,6 +67,7 @@ class MatchPairSampler:
                  factor_indices: Sequence[int] | None = None):
         if mode not in PAIRING_MODES:
             raise ValueError(f"mode = {mode!r}: expected one of {', '.join(map(repr, PAIRING_MODES))}")
+        require_full_grid(data, "match pairs")
         sizes = np.asarray(data.factor_sizes, dtype=np.int64)
         if factor_indices is None:
             idx = np.arange(len(sizes)) if mode == "share" else np.flatnonzero(sizes > 1)

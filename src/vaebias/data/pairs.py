@@ -48,6 +48,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from vaebias.data.arrays import require_full_grid
 from vaebias.data.base import DataError, GroundTruthData
 
 __all__ = ["LaplaceTransitionSampler", "laplace_transition_matrix"]
@@ -95,6 +96,7 @@ class LaplaceTransitionSampler:
             raise ValueError(f"no_change = {no_change!r}: expected 'redraw_one' or 'reject'")
         if int(max_tries) < 1:
             raise ValueError(f"max_tries = {max_tries!r}: expected an integer >= 1")
+        require_full_grid(data, "Laplace transition pairs")
         self.data = data
         self.rate = float(rate)
         self.no_change = no_change

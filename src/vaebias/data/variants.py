@@ -34,9 +34,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from vaebias.data.arrays import StoredRows, attr_list
 from vaebias.data.base import DataError, GroundTruthData
 
-__all__ = ["Modified", "Noisy", "ExportedDataset", "export_dataset", "quantize_within", "FORMAT"]
+__all__ = ["Modified", "Noisy", "ExportedDataset", "export_dataset", "save_dataset", "quantize_within", "FORMAT"]
 
 FORMAT = "vaebias-dataset"
 FORMAT_VERSION = 1
@@ -55,6 +56,23 @@ class _Derived(GroundTruthData):
         self.factor_sizes = base.factor_sizes
         self.observation_shape = base.observation_shape
         self.categorical_factors = base.categorical_factors
+
+    # the base's rows: a labelled sample stays one
+    @property
+    def is_full_grid(self) -> bool:
+        return getattr(self.base, "is_full_grid", True)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def index_of(self, factors) -> np.ndarray:
+        return self.base.index_of(factors)
+
+    def factors_of(self, index) -> np.ndarray:
+        return self.base.factors_of(index)
+
+    def sample_factors(self, n: int, rng) -> np.ndarray:
+        return self.base.sample_factors(n, rng)
 
     def _finish(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         out = x + delta
@@ -269,8 +287,60 @@ def export_dataset(
     return path
 
 
-class ExportedDataset(GroundTruthData):
+def save_dataset(data: GroundTruthData, path: str | os.PathLike, *, progress: bool = True) -> Path:
+    """Write every image of ``data`` with its factors to ``path``.
+
+    ``.npz``: the plain format (module docstring), images as uint8 (rounded to the nearest
+    1/255), written at once (the data must fit in memory twice). Any other suffix: the
+    vaebias dataset file (HDF5, :func:`vaebias.data.export_dataset` with ``kind="copy"``),
+    written in chunks and resumable.
+
+    Returns:
+        the path written. An existing file is an error for ``.npz`` and kept as it is for
+        HDF5 (as ``export_dataset``).
+
+    Raises:
+        DataError: ``path`` (``.npz``) exists.
+    """
+    path = Path(path)
+    if path.suffix != ".npz":
+        eps = getattr(data, "epsilon", None)
+        return export_dataset(data, path, kind="copy", progress=progress, provenance={"dataset": data.describe()},
+                              epsilon=eps if eps is not None and np.isfinite(eps) else None)
+    if path.exists():
+        raise DataError(f"{path}: exists; expected a new file name")
+    n = len(data)
+    factors = data.factors_of(np.arange(n))
+    images = np.empty((n, *data.observation_shape), dtype=np.uint8)
+    for a in range(0, n, 4096):
+        x = data.images(factors[a:a + 4096]).numpy()
+        images[a:a + 4096] = np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+    extra = {"factor_names": np.asarray(data.factor_names, dtype=str),
+             "factor_sizes": np.asarray(data.factor_sizes, dtype=np.int64),
+             "categorical_factors": np.asarray(data.categorical_factors, dtype=np.int64),
+             "name": np.asarray(str(data.name))}
+    eps = getattr(data, "epsilon", None)
+    if eps is not None and np.isfinite(eps):
+        extra["epsilon"] = np.asarray(float(eps))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial.npz")
+    np.savez_compressed(tmp, images=images, factors=factors, **extra)
+    os.replace(tmp, path)
+    return path
+
+
+class ExportedDataset(StoredRows):
     """A dataset read from a vaebias dataset file (see module docstring).
+
+    Only the keys ``images`` (uint8 (N, C, H, W)) and ``factors`` (integer (N, K)) are
+    required. Every attribute is optional: ``format`` (when present it must be
+    ``"vaebias-dataset"``), ``factor_names`` (default ``factor0`` ...), ``factor_sizes``
+    (default: largest stored class index + 1), ``observation_shape`` (must match the
+    images when present), ``categorical_factors``, ``name`` (default: the file's stem),
+    ``kind``, ``epsilon``, ``rows_done`` (must equal N when present), ``provenance``,
+    ``max_abs_change``. List attributes may be JSON strings or arrays. The rows may hold
+    the full factor grid in any order, or a labelled sample (``is_full_grid`` False;
+    see :mod:`vaebias.data.arrays`).
 
     Args:
         path: the file.
@@ -279,16 +349,16 @@ class ExportedDataset(GroundTruthData):
             each request from the file (sorted, de-duplicated indices); "auto"
             (default) reads into memory when the images take at most
             ``MEMORY_LIMIT_BYTES`` (4 GiB; the full dSprites takes 3.0 GB).
-        check_factors: verify that the stored factors enumerate the grid in order.
 
     Raises:
-        DataError: not an HDF5 file, not in this format, missing keys, wrong shapes or
-            dtypes, an incomplete export, or factors that do not enumerate the grid.
+        DataError: not an HDF5 file, missing keys, a bad attribute, wrong shapes or dtypes,
+            an incomplete export, or duplicate factor rows (the message names the key or
+            attribute and what was expected).
     """
 
     MEMORY_LIMIT_BYTES = 4 * 2**30
 
-    def __init__(self, path: str | os.PathLike, in_memory: bool | str = "auto", check_factors: bool = True):
+    def __init__(self, path: str | os.PathLike, in_memory: bool | str = "auto"):
         self.path = Path(path)
         if not self.path.exists():
             raise DataError(f"{self.path}: no such file")
@@ -296,50 +366,75 @@ class ExportedDataset(GroundTruthData):
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
             raise DataError(f"{self.path}: not a readable HDF5 file ({exc})") from None
-        f = self._file
-        if f.attrs.get("format") != FORMAT:
-            raise DataError(f"{self.path}: not a vaebias dataset file (attribute format != {FORMAT!r})")
+        f, where = self._file, str(self.path)
+        fmt = f.attrs.get("format")
+        if fmt is not None and (fmt.decode() if isinstance(fmt, bytes) else str(fmt)) != FORMAT:
+            raise DataError(f"{where}: attribute 'format' = {fmt!r}; expected {FORMAT!r} (or no 'format' attribute)")
         for key in ("images", "factors"):
-            if key not in f:
-                raise DataError(f"{self.path}: missing key {key!r}; expected keys images, factors")
-        try:
-            self.factor_names = tuple(json.loads(f.attrs["factor_names"]))
-            self.factor_sizes = tuple(int(s) for s in json.loads(f.attrs["factor_sizes"]))
-            self.observation_shape = tuple(int(s) for s in json.loads(f.attrs["observation_shape"]))
-            self.categorical_factors = tuple(json.loads(f.attrs.get("categorical_factors", "[]")))
-        except (KeyError, ValueError, TypeError) as exc:
-            raise DataError(f"{self.path}: bad or missing metadata attribute ({exc})") from None
-        self.name = str(f.attrs.get("name", self.path.stem))
-        self.kind = str(f.attrs.get("kind", ""))
-        self.epsilon = float(f.attrs.get("epsilon", np.nan))
-        n = len(self)
+            if key not in f or not isinstance(f[key], h5py.Dataset):
+                raise DataError(f"{where}: missing key {key!r}; expected datasets images (uint8 (N, C, H, W)) "
+                                f"and factors (integer (N, K))")
         images, factors = f["images"], f["factors"]
-        if images.dtype != np.uint8 or images.shape != (n,) + self.observation_shape:
-            raise DataError(
-                f"{self.path}: images has dtype {images.dtype} and shape {images.shape}; "
-                f"expected uint8 {(n,) + self.observation_shape}"
-            )
-        if factors.dtype.kind not in "iu" or factors.shape != (n, len(self.factor_sizes)):
-            raise DataError(
-                f"{self.path}: factors has dtype {factors.dtype} and shape {factors.shape}; "
-                f"expected integers of shape {(n, len(self.factor_sizes))}"
-            )
-        if int(f.attrs.get("rows_done", n)) != n:
-            raise DataError(f"{self.path}: incomplete export ({int(f.attrs['rows_done'])} of {n} rows)")
-        if check_factors:
-            stored = factors[...].astype(np.int64)
-            if not np.array_equal(stored, self.factors_of(np.arange(n))):
-                raise DataError(f"{self.path}: factors are not the full grid in row-major order")
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise DataError(f"{where}: images has dtype {images.dtype} and shape {images.shape}; expected uint8 "
+                            f"(N, C, H, W), pixel value = stored / 255")
+        if factors.dtype.kind not in "iu" or factors.ndim != 2 or factors.shape[0] != images.shape[0]:
+            raise DataError(f"{where}: factors has dtype {factors.dtype} and shape {factors.shape}; expected "
+                            f"integers of shape ({images.shape[0]}, K), one row per image")
+        n, k = factors.shape
+        stored = factors[...].astype(np.int64)
+        attrs = f.attrs
+        if "factor_sizes" in attrs:
+            self.factor_sizes = tuple(self._ints(attr_list(attrs["factor_sizes"], "factor_sizes", where),
+                                                 "factor_sizes", k, where))
+        else:
+            self.factor_sizes = tuple(int(s) for s in stored.max(axis=0) + 1) if n else (1,) * k
+        self.factor_names = (tuple(str(s) for s in attr_list(attrs["factor_names"], "factor_names", where))
+                             if "factor_names" in attrs else tuple(f"factor{i}" for i in range(k)))
+        if len(self.factor_names) != k:
+            raise DataError(f"{where}: attribute 'factor_names' has {len(self.factor_names)} names; expected {k}, "
+                            f"one per column of factors")
+        self.observation_shape = tuple(int(s) for s in images.shape[1:])
+        if "observation_shape" in attrs:
+            shape = tuple(self._ints(attr_list(attrs["observation_shape"], "observation_shape", where),
+                                     "observation_shape", 3, where))
+            if shape != self.observation_shape:
+                raise DataError(f"{where}: attribute 'observation_shape' = {list(shape)} but images are "
+                                f"{list(self.observation_shape)}; expected them equal")
+        cats = attr_list(attrs["categorical_factors"], "categorical_factors", where) \
+            if "categorical_factors" in attrs else []
+        self.categorical_factors = tuple(self._ints(cats, "categorical_factors", None, where))
+        if any(not 0 <= c < k for c in self.categorical_factors):
+            raise DataError(f"{where}: attribute 'categorical_factors' = {list(self.categorical_factors)}; "
+                            f"expected factor indices in [0, {k})")
+        self.name = str(attrs.get("name", self.path.stem))
+        self.kind = str(attrs.get("kind", ""))
+        try:
+            eps = float(attrs.get("epsilon", np.nan))
+        except (TypeError, ValueError):
+            raise DataError(f"{where}: attribute 'epsilon' = {attrs['epsilon']!r}; expected a number") from None
+        self.epsilon = eps if np.isfinite(eps) else None
+        if "rows_done" in attrs and int(attrs["rows_done"]) != n:
+            raise DataError(f"{where}: incomplete export ({int(attrs['rows_done'])} of {n} rows)")
+        self._index_rows(stored, where)
         if in_memory == "auto":
             in_memory = images.size * images.dtype.itemsize <= self.MEMORY_LIMIT_BYTES
         self._images = images[...] if in_memory else None
+
+    @staticmethod
+    def _ints(values: list, key: str, length: int | None, where: str) -> list[int]:
+        ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
+        if not ok or (length is not None and len(values) != length) or any(v < 0 for v in values):
+            want = f"{length} integers" if length is not None else "integers"
+            raise DataError(f"{where}: attribute {key!r} = {values!r}; expected {want} >= 0")
+        return [int(v) for v in values]
 
     def stored_factors(self) -> np.ndarray:
         """The factor classes stored in the file: int64 (N, K)."""
         return self._file["factors"][...].astype(np.int64)
 
     def _images_at(self, factors, device):
-        idx = self.index_of(factors)
+        idx = self.rows_of(factors)
         if self._images is not None:
             raw = self._images[idx]
         else:

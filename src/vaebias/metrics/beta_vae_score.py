@@ -36,6 +36,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from vaebias.data.arrays import require_full_grid
 from vaebias.metrics._checks import (
     as_generator,
     check_int,
@@ -198,6 +199,7 @@ def beta_vae_score(data, represent: Callable, *, random_state=0, batch_size: int
         ValueError: a bad size, fewer than two varying factors, a malformed or
             non-finite output of ``represent``.
     """
+    require_full_grid(data, "the BetaVAE score's fresh interventions (score_sampling='pool' works on a sample)")
     import sklearn
 
     batch_size = check_int(batch_size, "batch_size", 1)

@@ -47,6 +47,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from vaebias.data.arrays import require_full_grid
 from vaebias.metrics._checks import (
     as_generator,
     check_int,
@@ -301,6 +302,7 @@ def factor_vae_score(data, represent: Callable, *, random_state=0, batch_size: i
         ValueError: a bad size or threshold, a dataset without a varying factor, a
             malformed or non-finite output of ``represent``.
     """
+    require_full_grid(data, "the FactorVAE score's fresh interventions (score_sampling='pool' works on a sample)")
     batch_size = check_int(batch_size, "batch_size", 2)
     num_train = check_int(num_train, "num_train", 1)
     num_eval = check_int(num_eval, "num_eval", 1)
