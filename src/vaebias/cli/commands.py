@@ -74,6 +74,9 @@ def _reproduce_args(r: argparse.ArgumentParser) -> None:
     r.add_argument("--profile-option", action="append", metavar="KEY=VALUE",
                    help="override a profile field, e.g. seeds=[0,1] or "
                         "manipulation='{loss: l2, clip_in_objective: false, noise: sign}' (repeatable)")
+    r.add_argument("--epsilon", type=positive_float, default=None,
+                   help="the manipulation's epsilon in (0, 1] (default: the profile's, else the dataset's: "
+                        "dsprites 0.1, shapes3d 0.175; an own dataset file needs one)")
     r.add_argument("--out", required=True, help="results folder (rerun to resume)")
     r.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default: auto)")
     r.add_argument("--data-dir", default=None, help="folder with the real dataset file")
@@ -89,7 +92,8 @@ def run_reproduce(args) -> None:
     profile = load_profile(args.profile, **overrides) if overrides else args.profile
     rep = reproduce(args.dataset, profile, args.out, device=args.device, data_dir=args.data_dir,
                     progress=not args.no_progress, launcher=args.launcher, workers=args.workers,
-                    address=args.address, dataset_options=key_values(args.dataset_option, "--dataset-option"))
+                    address=args.address, dataset_options=key_values(args.dataset_option, "--dataset-option"),
+                    epsilon=args.epsilon)
     print(rep["markdown"])  # reproduce logs its own wall time
 
 

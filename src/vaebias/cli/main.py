@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from vaebias import __version__
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (2: bad input, 130: interrupted)."""
     args = build_parser().parse_args(argv)
+    if os.getcwd() not in sys.path:  # own models by import path (--model pkg.module:Class), as `python -m`
+        sys.path.append(os.getcwd())
     configure_cli_logging(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
     try:
         return COMMANDS[args.command].run(args) or 0

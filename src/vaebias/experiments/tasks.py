@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -171,6 +172,8 @@ def run_task(spec: dict, *, data=None, preloaded: dict | None = None, progress: 
         torch.set_num_threads(int(threads))
 
     config = from_dict(RunConfig, spec["config"])
+    if ":" in config.model and cwd and cwd not in sys.path:  # an own model by import path, relative to
+        sys.path.append(cwd)                                 # the folder the sweep was started from
     ensure_writable_dir(run_dir)
     with _locked_log(run_dir) as fd:
         done = completion(run_dir, evaluate)  # another task may have finished it meanwhile

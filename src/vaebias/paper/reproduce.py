@@ -20,6 +20,7 @@ this process, in worker processes or on Ray (``launcher``), with the same result
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -64,6 +65,12 @@ def _same_spec(old: dict, new: dict) -> bool:
     return core(old) == core(new)
 
 
+def _epsilon_of(prof: Profile, data) -> float | None:
+    """ε of the manipulation: the profile's, else the dataset's default (None: neither)."""
+    eps = prof.manipulation.get("epsilon", getattr(data, "epsilon", None))
+    return None if eps is None or eps != eps else float(eps)
+
+
 def _check_models_fit(prof: Profile, data) -> None:
     """Build every model of the profile once on ``data``'s shapes, so that a model that
     cannot take these images (e.g. the weak GAN, 64x64 only, on 32x32 blobs) is refused
@@ -90,7 +97,7 @@ log = get_logger()
 def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: str | os.PathLike = "results",
               *, device: str = "auto", data_dir: str | None = None, progress: bool = True,
               launcher: str = "local", workers: int | None = None, address: str | None = None,
-              dataset_options: dict | None = None) -> dict:
+              dataset_options: dict | None = None, epsilon: float | None = None) -> dict:
     """Run every stage of the paper's experiment for one dataset (see module docstring).
 
     Args:
@@ -103,6 +110,9 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
         dataset_options: options of the dataset (e.g. blobs' ``{"num_scales": 1}``; see
             :func:`vaebias.data.load_dataset`), recorded in ``profile.yaml`` and in every
             run's config.
+        epsilon: the manipulation's ε in (0, 1], overriding the profile's
+            ``manipulation.epsilon`` and the dataset's default (paper Sec. 5.2: dSprites 0.1,
+            Shapes3D 0.175). A dataset without a default (your own file) needs one of the two.
         launcher, workers, address: how the reference and table runs are executed
             (:class:`vaebias.experiments.launchers.Runner`): ``"local"`` with 1 worker runs them in this
             process in order (``workers=None``: the profile's ``workers``, else 1); N workers in N processes; ``"ray"`` one Ray task per run
@@ -120,12 +130,16 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
 
     t0 = time.perf_counter()
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    given_epsilon = epsilon is not None
+    if epsilon is not None:
+        if not (isinstance(epsilon, (int, float)) and 0 < float(epsilon) <= 1):
+            raise ConfigError(f"epsilon = {epsilon!r}; expected a number in (0, 1] (images lie in [0, 1])")
+        prof = dataclasses.replace(prof, manipulation={**prof.manipulation, "epsilon": float(epsilon)})
     # one runner for the reference and the table runs: a worker pool or a Ray connection
     # is started once, on first use (validates launcher, workers and Ray's presence now)
     workers = workers if workers is not None else (prof.workers or 1)
     runner = Runner(launcher, workers=workers, address=address, progress=progress, fail_fast=True,
                     resources={"num_cpus": 1, "num_gpus": 1 if str(device).startswith("cuda") else 0})
-    out = ensure_writable_dir(out)
     if prof.reduced:
         log.info(f"profile {prof.name!r} is a REDUCED protocol ({prof.train_steps} training steps, "
              f"{len(prof.seeds)} seeds; the paper: 300,000 steps, 10 seeds)")
@@ -139,10 +153,15 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
     data = load_dataset(**data_spec)
     log.info(f"dataset {data!r}" + (f" with {options}" if options else ""))
     _check_models_fit(prof, data)  # before anything is written
-    epsilon = prof.manipulation.get("epsilon", type(data).epsilon)
+    epsilon = _epsilon_of(prof, data)
     if epsilon is None:
         raise ConfigError(f"dataset {dataset!r} has no default epsilon for the manipulation (paper Sec. 5.2: "
-                          f"dSprites 0.1, Shapes3D 0.175); set the profile's manipulation.epsilon")
+                          f"dSprites 0.1, Shapes3D 0.175); give one with --epsilon (Python: epsilon=) or the "
+                          f"profile's manipulation.epsilon")
+    log.info(f"epsilon = {epsilon:g} ("
+             + ("given" if epsilon is not None and given_epsilon else "the profile's" if "epsilon" in prof.manipulation else
+                f"the default of dataset {data.name!r}") + ")")
+    out = ensure_writable_dir(out)  # created only after the checks above: a refusal leaves no folder
     spec = {"dataset": dataset, "data_dir": data_dir, "profile": to_dict(prof)}
     if options:  # absent when empty, so folders written before options existed still match
         spec["dataset_options"] = options
@@ -272,7 +291,7 @@ def _manipulation_stage(out: Path, prof: Profile, data, data_spec: dict, sel: di
     """Stages 3-4: m_ψ, its health, and the dataset spec of each variant."""
     # 3. m_ψ (paper Sec. 4.5)
     man_dir = out / "manipulation"
-    epsilon = prof.manipulation.get("epsilon", type(data).epsilon)  # checked by reproduce
+    epsilon = _epsilon_of(prof, data)  # checked by reproduce
     mcfg = ManipulationConfig(**{**prof.manipulation, "epsilon": epsilon, "field_width": prof.field_width})
     train_manipulation(data, sel["entangled"], sel["disentangled"], man_dir, mcfg,
                        train_cfg(prof.manipulation_steps, 0), progress=progress)

@@ -32,9 +32,10 @@ from tqdm.auto import tqdm
 from vaebias._internal.config import TrainConfig, check, from_dict, to_dict
 from vaebias._internal.errors import ConfigError, RunError
 from vaebias._internal.io import atomic_torch_save, load_checkpoint, read_yaml
+from vaebias._internal.log import get_logger
 from vaebias.data import load_dataset
 from vaebias.data.samplers import UniformSampler
-from vaebias.models import build_model, defaults_key, get_model_class
+from vaebias.models import build_model, defaults_key, describe_hyperparameters, get_model_class
 from vaebias.training.rundir import CHECKPOINT, LOG, log_row, open_run_dir, read_log, write_log
 from vaebias.training.sharded import sharded_backward
 
@@ -47,6 +48,8 @@ __all__ = [
     "load_run",
     "resolve_device",
 ]
+
+log = get_logger()
 
 
 
@@ -320,6 +323,10 @@ def build_run(config: RunConfig, data) -> tuple[torch.nn.Module, dict]:
     torch.manual_seed(config.train.seed)  # seeded initialisation
     model = build_model(config.model, data.observation_shape, data.num_factors,
                         config.model_params, dataset=defaults_key(data), dataset_size=len(data))
+    used, warning = describe_hyperparameters(config.model, model.config, config.model_params, defaults_key(data))
+    log.info(f"{config.model} on {data.name!r}: {used}")
+    if warning:
+        log.warning(warning)
     record = to_dict(config)
     record["model_params"] = to_dict(model.config)
     record["dataset_info"] = data.describe()
