@@ -53,7 +53,7 @@ from vaebias._internal.io import atomic_path, write_json
 from vaebias.data import GroundTruthData, require_full_grid
 from vaebias.report.figures import new_figure, save_figure
 
-__all__ = ["alignment_from_gram", "local_alignment", "local_gram", "rank_correlation", "audit_dataset",
+__all__ = ["alignment_from_gram", "factor_jacobian", "local_alignment", "local_gram", "ordinal_factors", "rank_correlation", "audit_dataset",
            "audit_table", "write_dataset_audit"]
 
 
@@ -62,54 +62,67 @@ __all__ = ["alignment_from_gram", "local_alignment", "local_gram", "rank_correla
 GAP_TOLERANCE = 1e-4
 
 
-def _ordinal_factors(data: GroundTruthData) -> list[int]:
+def ordinal_factors(data: GroundTruthData) -> list[int]:
+    """Indices of the factors the audit differentiates: not categorical, more than one class."""
     cats = set(int(c) for c in data.categorical_factors)
     return [k for k, s in enumerate(data.factor_sizes) if k not in cats and s > 1]
 
 
 @torch.no_grad()
-def local_gram(data: GroundTruthData, factors: np.ndarray, *, device=None, chunk: int = 64) -> np.ndarray:
-    """G(w) = J(w)ᵀJ(w) of the finite-difference factor Jacobian at each factor row.
+def factor_jacobian(data: GroundTruthData, factors: np.ndarray, *, device=None) -> torch.Tensor:
+    """The finite-difference factor Jacobian J(w) at each factor row (module docstring).
 
     Args:
         data: a full-grid dataset.
         factors: int (n, K) grid points w.
-        device: where images are made (default CPU).
-        chunk: points per batch of images.
 
     Returns:
-        float64 (n, K', K') over the ordinal factors with more than one class
-        (``_ordinal_factors``; class-step units, pixel values in [0, 1]).
+        float32 (n, D, K'): one column per ordinal factor with more than one class
+        (:func:`ordinal_factors`), pixel values per class step, D = C·H·W.
 
     Raises:
         DataError: ``data`` is not a full factor grid.
         ConfigError: fewer than two ordinal factors with more than one class.
     """
     require_full_grid(data, "the dataset audit's finite differences")
-    ords = _ordinal_factors(data)
+    ords = ordinal_factors(data)
     if len(ords) < 2:
         raise ConfigError(f"dataset {data.name!r} has {len(ords)} ordinal factor(s) with more than one class; "
                           f"the local alignment needs at least two")
     sizes = np.asarray(data.factor_sizes, dtype=np.int64)
+    w = np.asarray(factors, dtype=np.int64)
+    m, kk = len(w), len(ords)
+    plus, minus = [], []
+    for k in ords:
+        p, q = w.copy(), w.copy()
+        p[:, k] = np.minimum(w[:, k] + 1, sizes[k] - 1)
+        q[:, k] = np.maximum(w[:, k] - 1, 0)
+        plus.append(p)
+        minus.append(q)
+    steps = np.stack([p[:, k] - q[:, k] for p, q, k in zip(plus, minus, ords)], 1)  # (m, K')
+    x = data.images(np.concatenate(plus + minus), device=device).flatten(1)
+    jac = (x[: kk * m] - x[kk * m:]).view(kk, m, -1).permute(1, 2, 0)              # (m, D, K')
+    return jac / torch.from_numpy(steps).to(jac)[:, None, :]
+
+
+def local_gram(data: GroundTruthData, factors: np.ndarray, *, device=None, chunk: int = 64) -> np.ndarray:
+    """G(w) = J(w)ᵀJ(w) of :func:`factor_jacobian` at each factor row, in float64.
+
+    Returns:
+        float64 (n, K', K').
+
+    Raises:
+        as :func:`factor_jacobian`.
+    """
     factors = np.asarray(factors, dtype=np.int64)
-    out = np.empty((len(factors), len(ords), len(ords)), dtype=np.float64)
+    parts = []
+    if len(factors) == 0:
+        k = len(ordinal_factors(data))
+        return np.zeros((0, k, k))
     for a in range(0, len(factors), chunk):
-        w = factors[a:a + chunk]
-        m = len(w)
-        plus, minus = [], []
-        for k in ords:
-            p, q = w.copy(), w.copy()
-            p[:, k] = np.minimum(w[:, k] + 1, sizes[k] - 1)
-            q[:, k] = np.maximum(w[:, k] - 1, 0)
-            plus.append(p)
-            minus.append(q)
-        steps = np.stack([p[:, k] - q[:, k] for p, q, k in zip(plus, minus, ords)], 1)  # (m, K')
-        x = data.images(np.concatenate(plus + minus), device=device).double().flatten(1)
-        kk = len(ords)
-        jac = (x[: kk * m] - x[kk * m:]).view(kk, m, -1).permute(1, 2, 0)  # (m, D, K')
-        jac = jac / torch.from_numpy(steps).to(jac)[:, None, :]
-        out[a:a + m] = (jac.transpose(1, 2) @ jac).cpu().numpy()
-    return out
+        jac = factor_jacobian(data, factors[a:a + chunk], device=device).double()
+        parts.append((jac.transpose(1, 2) @ jac).cpu().numpy())
+    return np.concatenate(parts)
 
 
 def alignment_from_gram(gram: np.ndarray) -> dict:
@@ -176,7 +189,7 @@ def local_alignment(data: GroundTruthData, *, points: int = 1000, seed: int = 0,
     """
     if not (isinstance(points, int) and points >= 2):
         raise ConfigError(f"points = {points!r}; expected an integer >= 2")
-    ords = _ordinal_factors(data)
+    ords = ordinal_factors(data)
     w = data.sample_factors(points, np.random.default_rng(seed))
     grams = []
     for a in tqdm(range(0, points, 256), disable=not progress, desc=f"audit {data.name}", leave=False):
@@ -317,11 +330,15 @@ def write_dataset_audit(results: dict[str, dict], out: str | os.PathLike) -> dic
         for p in results[lab]["local_alignment"]["pairs"]:
             i, j = names.index(p["factors"][0]), names.index(p["factors"][1])
             m[i, j] = m[j, i] = p["alignment"]
-        im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+        ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+        for i in range(k):
+            for j in range(k):
+                if i != j and not np.isnan(m[i, j]):
+                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                            color="white" if m[i, j] < 0.6 else "black")
         ax.set_xticks(range(k), names, rotation=60, fontsize=7)
         ax.set_yticks(range(k), names, fontsize=7)
         la = results[lab]["local_alignment"]
-        ax.set_title(f"{lab}\nS = {la['score']:.2f}", fontsize=8)
-    fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="pair alignment S_kl")
+        ax.set_title(f"{lab}: S = {la['score']:.2f}\npair alignment S_kl (0-1)", fontsize=8)
     png = save_figure(fig, out / "audit.png")
     return {"json": str(out / "audit.json"), "md": str(out / "audit.md"), "png": str(png), "markdown": md}

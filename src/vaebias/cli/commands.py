@@ -12,7 +12,10 @@ from pathlib import Path
 
 from vaebias._internal.config import FAST_STEP, TrainConfig
 from vaebias._internal.errors import ConfigError
-from vaebias._internal.io import versions, write_json
+from vaebias._internal.io import ensure_writable_dir, read_yaml, versions, write_json
+from vaebias._internal.log import get_logger
+from vaebias.audit import audit_dataset, audit_table, write_dataset_audit
+from vaebias.audit.model import audit_model
 from vaebias.cli.args import (
     add_config_flags,
     add_launcher_args,
@@ -25,9 +28,16 @@ from vaebias.cli.args import (
     print_and_write,
 )
 from vaebias.data import available as dataset_names
-from vaebias.data import load_dataset
+from vaebias.data import load_dataset, require_full_grid
 from vaebias.experiments import evaluate_run, sweep, udr_runs
-from vaebias.manipulation import ManipulationConfig, export_variants, train_manipulation
+from vaebias.manipulation import (
+    ManipulationConfig,
+    export_variants,
+    field_health,
+    load_dataset_spec,
+    train_manipulation,
+    variant_dataset,
+)
 from vaebias.metrics import available as metric_names
 from vaebias.metrics.sampling import FAST_MODE
 from vaebias.models import available as model_names
@@ -53,6 +63,8 @@ class Command:
     run: Callable[[argparse.Namespace], int | None]
 
 
+log = get_logger()
+
 #: name -> Command, in the order ``vaebias --help`` lists them
 COMMANDS: dict[str, Command] = {}
 
@@ -77,6 +89,8 @@ def _reproduce_args(r: argparse.ArgumentParser) -> None:
     r.add_argument("--epsilon", type=positive_float, default=None,
                    help="the manipulation's epsilon in (0, 1] (default: the profile's, else the dataset's: "
                         "dsprites 0.1, shapes3d 0.175; an own dataset file needs one)")
+    r.add_argument("--stop-after", choices=["manipulation"], default=None,
+                   help="stop once the references and m_psi are trained (for vaebias audit)")
     r.add_argument("--out", required=True, help="results folder (rerun to resume)")
     r.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N (default: auto)")
     r.add_argument("--data-dir", default=None, help="folder with the real dataset file")
@@ -93,7 +107,7 @@ def run_reproduce(args) -> None:
     rep = reproduce(args.dataset, profile, args.out, device=args.device, data_dir=args.data_dir,
                     progress=not args.no_progress, launcher=args.launcher, workers=args.workers,
                     address=args.address, dataset_options=key_values(args.dataset_option, "--dataset-option"),
-                    epsilon=args.epsilon)
+                    epsilon=args.epsilon, stop_after=args.stop_after)
     print(rep["markdown"])  # reproduce logs its own wall time
 
 
@@ -226,7 +240,8 @@ def _manipulate_args(m: argparse.ArgumentParser) -> None:
     m.add_argument("--entangled", required=True, help="run directory of the entangled reference")
     m.add_argument("--disentangled", required=True, help="run directory of the disentangled reference")
     m.add_argument("--out", required=True, help="manipulation run directory")
-    m.add_argument("--dataset", default="dsprites")
+    m.add_argument("--dataset", default=None,
+                   help="dataset name or file (default: the one the references were trained on)")
     m.add_argument("--epsilon", type=positive_float, default=None,
                    help="default: the dataset's (0.1 dSprites, 0.175 Shapes3D), else 0.1")
     m.add_argument("--steps", type=positive_int, default=100_000)
@@ -243,22 +258,121 @@ def _manipulate_args(m: argparse.ArgumentParser) -> None:
     m.add_argument("--no-progress", action="store_true")
 
 
+def _references_dataset(args):
+    """The dataset both references were trained on (from their config.yaml)."""
+    specs = []
+    for run in (args.entangled, args.disentangled):
+        cfg = Path(run) / "config.yaml"
+        if not cfg.exists():
+            raise ConfigError(f"{run}: not a training run (no config.yaml); expected the run directory of a "
+                              f"reference")
+        specs.append((read_yaml(cfg) or {}).get("dataset"))
+    if specs[0] != specs[1]:
+        raise ConfigError(f"the references were trained on different datasets ({specs[0]} and {specs[1]}); "
+                          f"expected one dataset (or give --dataset)")
+    return load_dataset_spec(specs[0])
+
+
 @command("manipulate", "fit m_psi from two reference runs and export the datasets", _manipulate_args)
 def run_manipulate(args) -> None:
     if args.unclipped_objective and args.loss != "l2":
         raise ConfigError("--unclipped-objective needs --loss l2 (the Bernoulli loss is "
                           "unbounded below for targets outside [0, 1])")
-    data = load_dataset(args.dataset)
-    eps = args.epsilon if args.epsilon is not None else (type(data).epsilon or 0.1)
+    data = load_dataset(args.dataset) if args.dataset is not None else _references_dataset(args)
+    eps = args.epsilon if args.epsilon is not None else data.epsilon
+    if eps is None:
+        raise ConfigError(f"dataset {data.name!r} has no default epsilon (paper Sec. 5.2: dsprites 0.1, "
+                          f"shapes3d 0.175); give one with --epsilon")
+    log.info(f"m_psi on {data.name!r} with epsilon = {eps:g}"
+             + (" (given)" if args.epsilon is not None else " (the dataset's default)"))
     mcfg = ManipulationConfig(epsilon=eps, clip=not args.no_clip, field_width=args.field_width,
                               loss=args.loss, clip_in_objective=not args.unclipped_objective)
     tcfg = TrainConfig(steps=args.steps, seed=args.seed, device=args.device)
     train_manipulation(data, args.entangled, args.disentangled, args.out, mcfg, tcfg,
                        progress=not args.no_progress)
+    health = field_health(data, args.out, device=args.device if args.device != "auto" else "cpu")
+    write_json(Path(args.out) / "health.json", health)
+    log.info(f"m_psi health: std over w {health['std_over_w']:.3f}, saturated {health['saturated_share']:.1%}, "
+             f"mean {health['mean_m']:+.2f}")
+    for w in health["warnings"]:
+        log.warning(w)
     paths = export_variants(data, args.out, args.export_dir or args.out, device=args.device,
                             progress=not args.no_progress)
     for k, v in paths.items():
         print(f"{k}: {v}")
+
+
+# ------------------------------------------------------------------ audits
+def _audit_args(a: argparse.ArgumentParser) -> None:
+    sub = a.add_subparsers(dest="audit_what", required=True)
+    d = sub.add_parser("data", help="model-free: does the data's local variance line up with its factors?")
+    d.add_argument("dataset", help="dataset name or file path")
+    d.add_argument("--manipulation", default=None,
+                   help="a trained m_psi on this dataset: also audit its modified data and noise control")
+    d.add_argument("--points", type=positive_int, default=1000, help="grid points of the local alignment")
+    d.add_argument("--pairs", type=positive_int, default=4000, help="random pairs of the rank correlation")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out", default=None, help="folder for audit.md, audit.json and audit.png")
+    d.add_argument("--dataset-option", action="append", metavar="KEY=VALUE", help="a dataset option (repeatable)")
+    d.add_argument("--device", default="cpu")
+    d.add_argument("--no-progress", action="store_true")
+    m = sub.add_parser("model", help="does a training recipe rely on the bias? (original / modified / noise)")
+    m.add_argument("--model", required=True, help="a model name, or package.module:Class of your own Model")
+    m.add_argument("--dataset", required=True, help="dataset name or file path")
+    m.add_argument("--manipulation", required=True,
+                   help="a trained m_psi on this dataset (vaebias manipulate, or reproduce --stop-after manipulation)")
+    m.add_argument("--out", required=True, help="results folder (rerun to resume)")
+    m.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="default: 0 1 2 3 4")
+    m.add_argument("--steps", type=positive_int, default=1500)
+    m.add_argument("--batch-size", type=positive_int, default=64)
+    m.add_argument("--lr", type=positive_float, default=1e-4)
+    m.add_argument("--param", action="append", metavar="KEY=VALUE", help="model hyperparameter, e.g. beta=8")
+    m.add_argument("--metrics", nargs="+", default=["mig", "active_units"], help="metric names, or all")
+    m.add_argument("--eval-points", type=positive_int, default=10_000)
+    m.add_argument("--dataset-option", action="append", metavar="KEY=VALUE", help="a dataset option (repeatable)")
+    m.add_argument("--no-diagnostics", action="store_true", help="skip the decoder Jacobian diagnostics")
+    m.add_argument("--device", default="auto")
+    add_launcher_args(m)
+    m.add_argument("--no-progress", action="store_true")
+
+
+@command("audit", "audit your own data (audit data) or training recipe (audit model) for the bias", _audit_args)
+def run_audit(args) -> None:
+    options = key_values(args.dataset_option, "--dataset-option")
+    if args.audit_what == "model":
+        res = audit_model(args.model, args.dataset, args.manipulation, args.out,
+                          seeds=args.seeds, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                          model_params=key_values(args.param), metrics="all" if args.metrics == ["all"] else args.metrics,
+                          eval_points=args.eval_points, device=args.device, launcher=args.launcher,
+                          workers=args.workers, address=args.address, dataset_options=options,
+                          progress=not args.no_progress, diagnostics=not args.no_diagnostics)
+        print(res["markdown"], end="")
+        return
+    data = load_dataset(args.dataset, **options)
+    datasets = {"original": data}
+    if args.manipulation is not None:
+        datasets["modified"] = variant_dataset(data, "modified", args.manipulation)
+        datasets["noise"] = variant_dataset(data, "noise", args.manipulation)
+    require_full_grid(data, "the dataset audit's finite differences")
+    if args.out is not None:
+        ensure_writable_dir(args.out)
+    results = {}
+    for label, d in datasets.items():
+        results[label] = audit_dataset(d, points=args.points, pairs=args.pairs, seed=args.seed, device=args.device,
+                                       progress=not args.no_progress)
+        la = results[label]["local_alignment"]
+        log.info(f"{label}: local alignment {la['score']:.3f} [{la['ci_low']:.3f}, {la['ci_high']:.3f}]")
+    if args.manipulation is not None:
+        health = field_health(data, args.manipulation)
+        results["original"]["manipulation_health"] = health
+        for w in health["warnings"]:
+            log.warning(w)
+    if args.out is not None:
+        paths = write_dataset_audit(results, args.out)
+        print(paths["markdown"], end="")
+        log.info(f"written: {paths['md']}, {paths['json']}, {paths['png']}")
+    else:
+        print(audit_table(results), end="")
 
 
 # ------------------------------------------------------------------ the paper's other results
@@ -340,10 +454,10 @@ def _report_args(rep: argparse.ArgumentParser) -> None:
     rep.add_argument("out")
 
 
-@command("report", "write the table and figure of a reproduce folder, and report.html "
+@command("report", "write the table and figure of a reproduce or audit folder, and report.html "
                    "(one self-contained page) for any results folder", _report_args)
 def run_report(args) -> None:
-    if (Path(args.out) / "profile.yaml").exists():  # a reproduce folder: its table and Fig. 4 first
+    if any((Path(args.out) / n).exists() for n in ("profile.yaml", "audit.yaml")):  # its table and Fig. 4 first
         rep = write_report(args.out)
         print(rep["markdown"])
         print(f"written: {rep['table_md']}, {rep['table_csv']}, {rep['table_json']}, {rep.get('figure')}")

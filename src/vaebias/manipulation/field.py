@@ -282,8 +282,10 @@ def field_health(data: GroundTruthData, manipulation_dir, *, points: int = 2000,
     - ``gap_start``, ``gap_end``: L_dis − L_ent (what ψ maximises) in the first logged
       row and averaged over the last fifth of ``train_log.csv``; the gap *opens* when it
       grows (``gap_opened``: gap_end > gap_start; None with fewer than two logged rows).
+    - ``mean_m``: the mean of m_ψ over points and pixels (about ±1 with a small std: the
+      field collapsed to a constant that only darkens or brightens the images).
     - ``warnings``: one line per failed check (a field that does not depend on w, a gap
-      that never opens).
+      that never opens), each naming what to try.
 
     Returns:
         the dict above (floats, a bool and a list of strings).
@@ -311,13 +313,20 @@ def field_health(data: GroundTruthData, manipulation_dir, *, points: int = 2000,
     else:
         out.update(gap_start=None, gap_end=None, gap_opened=None)
     warnings = []
+    mean_m = float(m.mean())
+    out["mean_m"] = mean_m
+    try_this = ("try: the l2 objective on unclipped images (loss l2, clip_in_objective false), the rotated "
+                "entangled reference (entangled_reference: rotated), or more manipulation steps")
     if out["std_over_w"] < HEALTH_LIMITS["std_over_w"]:
+        what = (f"m_psi is about {mean_m:+.2f} everywhere, so the modified data only "
+                f"{'darkens' if mean_m < 0 else 'brightens'} every image" if abs(mean_m) > 0.9 else
+                "the modified data is one fixed texture added to every image")
         warnings.append(f"m_psi hardly depends on the factors (std over w {out['std_over_w']:.3f} < "
-                        f"{HEALTH_LIMITS['std_over_w']}): the modified data is one fixed texture added to every "
-                        f"image, not the paper's manipulation")
+                        f"{HEALTH_LIMITS['std_over_w']}): {what}, not the paper's manipulation; {try_this}")
     if out["gap_opened"] is False:
         warnings.append(f"the gap L_dis - L_ent never opened ({out['gap_start']:.3g} at the start, "
-                        f"{out['gap_end']:.3g} at the end): m_psi did not make the entangled decoder's job easier")
+                        f"{out['gap_end']:.3g} at the end): m_psi did not make the entangled decoder's job "
+                        f"easier; {try_this}, or references whose MIG differs more")
     out["warnings"] = warnings
     return out
 

@@ -97,7 +97,8 @@ log = get_logger()
 def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: str | os.PathLike = "results",
               *, device: str = "auto", data_dir: str | None = None, progress: bool = True,
               launcher: str = "local", workers: int | None = None, address: str | None = None,
-              dataset_options: dict | None = None, epsilon: float | None = None) -> dict:
+              dataset_options: dict | None = None, epsilon: float | None = None,
+              stop_after: str | None = None) -> dict:
     """Run every stage of the paper's experiment for one dataset (see module docstring).
 
     Args:
@@ -113,6 +114,8 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
         epsilon: the manipulation's ε in (0, 1], overriding the profile's
             ``manipulation.epsilon`` and the dataset's default (paper Sec. 5.2: dSprites 0.1,
             Shapes3D 0.175). A dataset without a default (your own file) needs one of the two.
+        stop_after: ``"manipulation"`` stops once the references and m_ψ are trained (for
+            ``vaebias audit``); None runs every stage.
         launcher, workers, address: how the reference and table runs are executed
             (:class:`vaebias.experiments.launchers.Runner`): ``"local"`` with 1 worker runs them in this
             process in order (``workers=None``: the profile's ``workers``, else 1); N workers in N processes; ``"ray"`` one Ray task per run
@@ -129,6 +132,8 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
     """
 
     t0 = time.perf_counter()
+    if stop_after not in (None, "manipulation"):
+        raise ConfigError(f"stop_after = {stop_after!r}; expected 'manipulation' or None")
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     given_epsilon = epsilon is not None
     if epsilon is not None:
@@ -186,16 +191,17 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
     runner.preloaded = {canonical_json(data_spec): data}
     with runner:
         report = _reproduce_stages(out, dataset, prof, data, data_spec, runner, train_cfg, evaluation,
-                                   device=device, progress=progress)
+                                   device=device, progress=progress, stop_after=stop_after)
     wall = time.perf_counter() - t0
-    log.info(f"table written to {report['table_md']}; figure {report.get('figure')}")
+    if stop_after is None:
+        log.info(f"table written to {report['table_md']}; figure {report.get('figure')}")
     log.info(f"wall time {wall:.0f} s ({wall / 60:.1f} min)")
     report["wall_time_s"] = wall
     return report
 
 
 def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: dict, runner, train_cfg,
-                      evaluation: dict, *, device: str, progress: bool) -> dict:
+                      evaluation: dict, *, device: str, progress: bool, stop_after: str | None = None) -> dict:
     """Stages 1-7 of :func:`reproduce` (the runs go through ``runner``)."""
 
     def task(rd: Path, cfg: RunConfig, **meta) -> dict:
@@ -211,6 +217,11 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
     scores = _reference_stage(out, prof, data_spec, runner, train_cfg, task, failed)
     sel = _selection_stage(out, prof, data, scores, evaluation, device)
     variant_spec = _manipulation_stage(out, prof, data, data_spec, sel, train_cfg, device, progress)
+    if stop_after == "manipulation":
+        man = out / "manipulation"
+        log.info(f"stopped after the manipulation: m_psi in {man}")
+        return {"manipulation": str(man), "markdown": f"m_psi trained in {man}; audit it with "
+                                                      f"`vaebias audit data {dataset} --manipulation {man}`"}
 
     # 5. the table's runs
     table_tasks = []

@@ -365,6 +365,11 @@ def figure_manipulation(base, altered, out_png, *, epsilon: float, num: int = 4,
     return save_figure(fig, out_png, dpi=100)
 
 
+def _file_label(dataset: str) -> str:
+    """A dataset name, or a dataset file's stem, for file names and titles."""
+    return Path(dataset).stem if ("/" in dataset or "." in dataset) else dataset
+
+
 def write_report(out: str | os.PathLike) -> dict:
     """Write ``table.md``, ``table.csv``, ``table.json`` (with the drops and their
     statistics), ``manipulation.md`` (references, m_ψ's health), ``factor_gaps.md`` and the
@@ -376,9 +381,11 @@ def write_report(out: str | os.PathLike) -> dict:
     """
 
     out = Path(out)
-    if not (out / "profile.yaml").exists():
-        raise RunError(f"{str(out)!r} is not a results folder of `vaebias reproduce` (no profile.yaml)")
-    spec = read_yaml(out / "profile.yaml")
+    spec_path = next((out / n for n in ("profile.yaml", "audit.yaml") if (out / n).exists()), None)
+    if spec_path is None:
+        raise RunError(f"{str(out)!r} is not a results folder of `vaebias reproduce` or `vaebias audit model` "
+                       f"(no profile.yaml or audit.yaml)")
+    spec = read_yaml(spec_path)
     rows = collect_runs(out)
     if not rows:
         raise RunError(f"{str(out)!r} holds no evaluated runs yet (runs/*/*/metrics.json)")
@@ -388,7 +395,8 @@ def write_report(out: str | os.PathLike) -> dict:
     for s in summary:  # the drop of each non-original cell beside its mean (None for original)
         d = by_cell.get((s["model"], s["variant"]), {})
         s.update({k: d.get(k) for k in DROP_KEYS})
-    dataset, profile = spec["dataset"], spec["profile"]
+    profile = spec["profile"]
+    dataset = _file_label(spec["dataset"])
     md = _markdown(summary, dataset, profile) + _drops_markdown(drop_rows, dataset)
     paths = {"table_md": out / "table.md", "table_csv": out / "table.csv", "table_json": out / "table.json"}
     with atomic_path(paths["table_md"]) as tmp:
@@ -415,7 +423,7 @@ def write_report(out: str | os.PathLike) -> dict:
         with atomic_path(out / "factor_gaps.md") as tmp:
             tmp.write_text(gaps_md)
         result["factor_gaps_md"] = str(out / "factor_gaps.md")
-    man = out / "manipulation"
+    man = out / spec["manipulation"] if spec.get("manipulation") else out / "manipulation"
     health = read_json(man / "health.json") if (man / "health.json").exists() else None
     if selection.exists() or health:
         md_path = out / "manipulation.md"
@@ -426,14 +434,14 @@ def write_report(out: str | os.PathLike) -> dict:
         result["health_figure"] = str(figure_manipulation_health(
             man / "train_log.csv", out / f"mpsi_health_{dataset}.png", title=f"m_ψ on {dataset}"))
     modified = sorted((out / "datasets").glob("*_modified_*.h5"))
-    base_spec = {"name": dataset, **spec.get("dataset_options", {})}
+    base_spec = {"name": spec["dataset"], **spec.get("dataset_options", {})}
     if spec.get("data_dir"):
         base_spec["data_dir"] = spec["data_dir"]
     altered = None
     if modified:
         altered = load_dataset(str(modified[0]))
-    elif (out / "manipulation" / "checkpoint.pt").exists():  # profile export: false
-        altered = load_variant(**base_spec, variant="modified", manipulation=str(out / "manipulation"))
+    elif (man / "checkpoint.pt").exists():  # profile export: false, or an audit's m_psi
+        altered = load_variant(**base_spec, variant="modified", manipulation=str(man))
     base = load_dataset(**base_spec)
     if selection.exists():  # what the two references' latents do
 

@@ -59,7 +59,9 @@ def is_finished(run_dir: str | os.PathLike) -> bool:
 
 def open_run_dir(run_dir: str | os.PathLike, record: dict, record_classes: dict | None = None) -> Path:
     """Create ``run_dir`` with ``config.yaml`` (``record``) and ``versions.json``, or check
-    that an existing one holds the same configuration.
+    that an existing one holds the same configuration. The config of a folder that never
+    trained (no checkpoint, no log: a start that failed) is replaced, so that it never blocks
+    the corrected rerun.
 
     ``record_classes`` maps sections of ``record`` besides ``"train"`` (always read as
     :class:`~vaebias._internal.config.TrainConfig`) to the config dataclass they hold, e.g.
@@ -71,7 +73,8 @@ def open_run_dir(run_dir: str | os.PathLike, record: dict, record_classes: dict 
     """
     run_dir = ensure_writable_dir(run_dir)
     cfg_path = run_dir / "config.yaml"
-    if cfg_path.exists():
+    never_trained = not (run_dir / CHECKPOINT).exists() and not (run_dir / LOG).exists()
+    if cfg_path.exists() and not never_trained:
         # compare as plain data: YAML turns tuples (e.g. in describe()) into lists
         if not _same_record(read_yaml(cfg_path), record, record_classes or {}):
             raise RunError(
