@@ -284,6 +284,10 @@ class EvalConfig:
             raise ValueError(f"unknown dci_backend {self.dci_backend!r}; available: {sorted(DCI_BACKENDS)}")
 
 
+#: metrics whose fresh sampling intervenes on one factor and needs the full grid
+GRID_METRICS = ("beta_vae_score", "factor_vae_score")
+
+
 def evaluate(
     data,
     represent: Callable,
@@ -310,7 +314,10 @@ def evaluate(
             ``(mean, variance)`` of two (n, d) arrays, variance being the posterior
             variance sigma^2(x); the metrics use the mean and ``"active_units"``
             uses the variance.
-        metrics: names from :func:`vaebias.metrics.available` (a single name is fine).
+        metrics: names from :func:`vaebias.metrics.available` (a single name is fine), or
+            ``"all"``: every registered metric that applies (``"active_units"`` only when
+            ``represent`` returns variances; on a labelled sample, not the full grid, the
+            BetaVAE and FactorVAE scores only with ``score_sampling="pool"``).
             ``"mig"``: :func:`vaebias.metrics.mig` with ``num_bins``.
             ``"active_units"``: :func:`vaebias.metrics.active_units` with
             ``active_threshold`` and ``num_factors`` = number of factors with more
@@ -338,7 +345,8 @@ def evaluate(
             bad num_points/batch_size/num_test, an unknown dci_backend, a malformed
             output of ``represent``, or ``"active_units"`` requested while ``represent`` returns no variances.
     """
-    names = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    every = isinstance(metrics, str) and metrics == "all"
+    names = tuple(METRICS) if every else (metrics,) if isinstance(metrics, str) else tuple(metrics)
     names = tuple(dict.fromkeys(names))  # de-duplicate, keep order
     unknown = [m for m in names if m not in METRICS]
     if unknown:
@@ -363,6 +371,11 @@ def evaluate(
         num_test=cfg.num_test, dci_backend=cfg.dci_backend, score_num_train=cfg.score_num_train,
         score_num_eval=cfg.score_num_eval, score_sampling=cfg.score_sampling,
     )
+    if every:  # "all": what applies to this representation and dataset
+        if ctx.variances is None:
+            names = tuple(n for n in names if n != "active_units")
+        if not getattr(data, "is_full_grid", True) and cfg.score_sampling != "pool":
+            names = tuple(n for n in names if n not in GRID_METRICS)
     results = {name: METRICS[name](ctx) for name in names}
     settings = {
         "metrics": list(names),
