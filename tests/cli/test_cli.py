@@ -5,10 +5,16 @@ import dataclasses
 import subprocess
 import sys
 
+import yaml
+
 from vaebias import __version__
 from vaebias._internal.config import TrainConfig
 from vaebias.cli import build_parser
 from vaebias.cli.commands import COMMANDS
+from vaebias.cli.main import main
+from vaebias.training import train
+
+from ..conftest import tiny_train
 
 
 def test_python_dash_m_and_version():
@@ -37,3 +43,17 @@ def test_listing_goes_to_stdout_alone(capsys):
     assert main(["models"]) == 0
     out, err = capsys.readouterr()
     assert "beta_vae" in out.split() and err == ""
+
+
+def test_manipulate_takes_the_references_dataset(tmp_path, capsys):
+    for seed in (0, 1):
+        train({"model": "beta_vae", "dataset": {"name": "toy", "num_positions": 4},
+               "train": tiny_train(steps=10, seed=seed)}, tmp_path / f"r{seed}", progress=False)
+    out = tmp_path / "m"
+    rc = main(["manipulate", "--entangled", str(tmp_path / "r0"), "--disentangled", str(tmp_path / "r1"),
+               "--out", str(out), "--steps", "4", "--device", "cpu", "--no-progress"])
+    assert rc == 0
+    info = yaml.safe_load((out / "config.yaml").read_text())["dataset_info"]
+    assert info["factor_sizes"] == [4, 4]            # the references' toy, not the dSprites default
+    assert (out / "health.json").exists()
+    assert "modified:" in capsys.readouterr().out

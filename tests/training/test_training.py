@@ -7,6 +7,7 @@ from tests.conftest import tiny_train
 from vaebias._internal.errors import ConfigError, RunError
 from vaebias.data import load_dataset
 from vaebias.training import RunConfig, is_finished, load_run, train
+from vaebias.training.rundir import open_run_dir
 
 
 def _cfg(model="beta_vae", **train_kw):
@@ -218,3 +219,13 @@ def test_atomic_files_have_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_run_folder_that_never_trained_does_not_block_the_corrected_rerun(tmp_path):
+    run = tmp_path / "run"
+    open_run_dir(run, {"model": "ae", "train": {"steps": 5}})          # a start that failed before training
+    open_run_dir(run, {"model": "beta_vae", "train": {"steps": 5}})    # the corrected rerun
+    assert "beta_vae" in (run / "config.yaml").read_text()
+    (run / "train_log.csv").write_text("step\n1\n")                     # now it has trained
+    with pytest.raises(RunError, match="holds a different configuration"):
+        open_run_dir(run, {"model": "ae", "train": {"steps": 5}})

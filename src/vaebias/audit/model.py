@@ -119,8 +119,8 @@ def audit_model(model: str, dataset: str, manipulation: str | os.PathLike, out: 
     Raises:
         ConfigError: a bad argument, an unknown or unimportable model, a model that cannot
             take the dataset's images; DataError: a bad dataset; RunError: no finished m_ψ in
-            ``manipulation``, an m_ψ of another dataset, or ``out`` holding another audit.
-        All before any folder is created or run trained.
+            ``manipulation``, an m_ψ of another dataset, or ``out`` holding another audit;
+            all of them before any folder is created or run trained.
     """
     seeds, metrics = _check_inputs(model, seeds, steps, metrics, batch_size, lr)
     options = dict(dataset_options or {})

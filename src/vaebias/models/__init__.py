@@ -153,8 +153,8 @@ def describe_hyperparameters(name: str, config, params: Mapping[str, Any] | None
                if f.name not in given and any(f.name in cls.DEFAULTS[k] for k in tuned)]
     if tuned and dataset not in cls.DEFAULTS and untuned:
         warning = (f"{name} has no defaults for dataset {dataset!r} (it has them for {', '.join(tuned)}): "
-                   f"{', '.join(f'{k}={getattr(config, k)}' for k in untuned)} are class defaults; set them "
-                   f"explicitly (model_params, --param) if they do not suit this data")
+                   f"the class defaults apply: {', '.join(f'{k}={getattr(config, k)}' for k in untuned)}; set "
+                   f"them explicitly (model_params, --param) if they do not suit this data")
     return ", ".join(parts) or "no hyperparameters", warning
 
 
