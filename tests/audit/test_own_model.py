@@ -57,13 +57,13 @@ def test_audit_model_by_import_path_end_to_end(tmp_path, mpsi, monkeypatch, caps
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "audit"
     args = ["audit", "model", "--model", "examples.my_vae:MyVAE", "--dataset", "toy", "--manipulation", str(mpsi),
-            "--seeds", "0", "1", "--steps", "15", "--batch-size", "8", "--eval-points", "300", "--lr", "1e-3",
+            "--seeds", "0", "1", "--sign-noise", "--steps", "15", "--batch-size", "8", "--eval-points", "300", "--lr", "1e-3",
             "--out", str(out), "--no-progress"]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "**Verdict.**" in text and "| modified |" in text and "| noise |" in text
     res = json.loads((out / "audit_model.json").read_text())
-    assert len(res["mig"]["original"]) == 2 and set(res["drops"]) == {"modified", "noise"}
+    assert len(res["mig"]["original"]) == 2 and set(res["drops"]) == {"modified", "noise", "sign_noise"}
     assert res["diagnostics"]["original"]["column_overlap"] >= 0.0
     run = out / "runs" / "original" / "examples_my_vae_MyVAE_seed0"
     assert main(["evaluate", str(run), "--metrics", "mig", "sap", "--num-points", "300", "--num-test", "100"]) == 0

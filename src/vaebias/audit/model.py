@@ -7,7 +7,7 @@ hyperparameters, a training budget) on one dataset: train it over several seeds 
 - ``modified``: x + ε·m_ψ(w), which keeps the factors but moves the local variance (a trained
   m_ψ, from ``vaebias manipulate`` or ``vaebias reproduce --stop-after manipulation``);
 - ``noise``: x + U[−ε, ε] fixed per image, the control of the same size (the m_ψ run's noise
-  setting);
+  setting); with ``sign_noise``, also ``sign_noise``: x ± ε, the most power the bound allows;
 
 and compare MIG (and the other metrics asked for): the change of the mean from the original
 cell, its percentile bootstrap interval and its permutation p-value
@@ -44,7 +44,7 @@ __all__ = ["AUDIT_VARIANTS", "MIN_ORIGINAL_MIG", "audit_model", "verdict"]
 
 log = get_logger()
 
-AUDIT_VARIANTS = ("original", "modified", "noise")
+AUDIT_VARIANTS = ("original", "modified", "noise", "sign_noise")
 #: below this mean MIG on the original data the recipe does not disentangle, and the audit
 #: cannot tell whether it relies on the bias (the AE's MIG on the paper's datasets is 0.05-0.15)
 MIN_ORIGINAL_MIG = 0.15
@@ -54,7 +54,9 @@ def verdict(mig: dict[str, list[float]], drop_rows: dict[str, dict]) -> str:
     """The one-line verdict from MIG per variant and the drops of ``modified``/``noise``
     (:func:`vaebias.report.drops` rows keyed by variant)."""
     orig = float(np.mean(mig["original"]))
-    mod, noise = drop_rows.get("modified"), drop_rows.get("noise")
+    mod = drop_rows.get("modified")
+    controls = [drop_rows[v] for v in ("noise", "sign_noise") if v in drop_rows]
+    noise = min(controls, key=lambda d: d["diff_vs_original"]) if controls else None  # the larger drop
     if orig < MIN_ORIGINAL_MIG:
         return (f"INCONCLUSIVE: MIG on the original data is only {orig:.2f} (< {MIN_ORIGINAL_MIG}): the recipe "
                 f"does not disentangle here, so there is nothing to lose; train longer or tune it first")
@@ -64,11 +66,12 @@ def verdict(mig: dict[str, list[float]], drop_rows: dict[str, dict]) -> str:
 
     if mod is not None and mod["ci_high"] < 0:
         if noise is not None and noise["ci_high"] < 0 and noise["diff_vs_original"] <= 0.5 * mod["diff_vs_original"]:
-            return (f"NOT SPECIFIC: MIG drops on the modified data ({said(mod)}) and as much on noise of the same "
-                    f"size ({said(noise)}): the recipe is sensitive to any ε-change, not only to the loss of local "
+            return (f"NOT SPECIFIC: MIG drops on the modified data ({said(mod)}) and as much on {noise['variant']} "
+                    f"of the same size ({said(noise)}): the recipe is sensitive to any ε-change, not only to the loss of local "
                     f"alignment")
-        return (f"RELIES ON THE BIAS: MIG drops on the modified data ({said(mod)}) but not as much on noise of "
-                f"the same size ({said(noise) if noise else 'not run'}): the recipe's disentanglement follows the "
+        return (f"RELIES ON THE BIAS: MIG drops on the modified data ({said(mod)}) but not as much on "
+                f"{noise['variant'] if noise else 'noise'} of the same size ({said(noise) if noise else 'not run'}): "
+                f"the recipe's disentanglement follows the "
                 f"data's local alignment")
     return (f"NO EVIDENCE OF RELIANCE: MIG changes by {said(mod) if mod else 'n/a'} on the modified data "
             f"(the interval reaches 0 or above)")
@@ -94,7 +97,7 @@ def audit_model(model: str, dataset: str, manipulation: str | os.PathLike, out: 
                 model_params: dict | None = None, metrics=("mig", "active_units"), eval_points: int = 10_000,
                 device: str = "auto", launcher: str = "local", workers: int | None = None,
                 address: str | None = None, dataset_options: dict | None = None, progress: bool = True,
-                diagnostics: bool = True) -> dict:
+                diagnostics: bool = True, sign_noise: bool = False) -> dict:
     """Audit a training recipe (module docstring). Resumable: finished runs are kept.
 
     Args:
@@ -110,6 +113,8 @@ def audit_model(model: str, dataset: str, manipulation: str | os.PathLike, out: 
         eval_points: the metrics' shared sample.
         launcher, workers, address: how the runs are executed
             (:class:`vaebias.experiments.launchers.Runner`).
+        sign_noise: also train on the sign-noise control x ± ε (as much power as a saturated
+            m_ψ; the verdict then compares the modified data with the larger of the two drops).
         diagnostics: also compute :func:`vaebias.audit.diagnostics.decoder_diagnostics` per
             run (models with a decoder).
 
@@ -136,11 +141,13 @@ def audit_model(model: str, dataset: str, manipulation: str | os.PathLike, out: 
                           f"{tuple(data.observation_shape)}: {e}") from None
     runner = Runner(launcher, workers=workers or 1, address=address, progress=progress, fail_fast=False,
                     resources={"num_cpus": 1, "num_gpus": 1 if str(device).startswith("cuda") else 0})
+    variants = AUDIT_VARIANTS if sign_noise else AUDIT_VARIANTS[:3]
     out = ensure_writable_dir(out)  # only after every check
     spec = {"audit": "model", "model": model, "dataset": dataset, "dataset_options": options,
             "manipulation": os.path.relpath(man.resolve(), out.resolve()), "epsilon": mcfg.epsilon,
             "seeds": seeds, "steps": steps, "batch_size": batch_size, "lr": lr,
             "model_params": dict(model_params or {}), "metrics": metrics, "eval_points": eval_points,
+            "variants": list(variants),
             "profile": {"name": "audit", "reduced": True, "train_steps": steps, "seeds": seeds}}
     spec_path = out / "audit.yaml"
     if spec_path.exists() and read_yaml(spec_path) != spec:
@@ -150,12 +157,11 @@ def audit_model(model: str, dataset: str, manipulation: str | os.PathLike, out: 
     for w in health["warnings"]:
         log.warning(w)
     base = {"name": str(dataset), **options}
-    variant_spec = {"original": base, "modified": {**base, "variant": "modified", "manipulation": str(man)},
-                    "noise": {**base, "variant": "noise", "manipulation": str(man)}}
+    variant_spec = {"original": base, **{v: {**base, "variant": v, "manipulation": str(man)} for v in variants[1:]}}
     evaluation = {"metrics": metrics, "num_points": eval_points, "seed": 0, "batch_size": 1000}
     safe = model.replace(":", "_").replace(".", "_")
     tasks = []
-    for variant in AUDIT_VARIANTS:
+    for variant in variants:
         for seed in seeds:
             rd = out / "runs" / variant / f"{safe}_seed{seed}"
             cfg = RunConfig(model=model, dataset=variant_spec[variant], model_params=dict(model_params or {}),
@@ -182,16 +188,18 @@ def audit_model(model: str, dataset: str, manipulation: str | os.PathLike, out: 
 def _summarise(out: Path, model: str, data, modified, man: Path, metrics, health, diagnostics: bool,
                device: str) -> dict:
     rows = [r for r in collect_runs(out) if r["model"] == model]
-    mig = {v: [r["mig"] for r in rows if r["variant"] == v] for v in AUDIT_VARIANTS}
+    mig = {v: [r["mig"] for r in rows if r["variant"] == v] for v in AUDIT_VARIANTS
+           if any(r["variant"] == v for r in rows)}
     drop_rows = {d["variant"]: d for d in drops(rows)}
     names = rows[0]["factor_names"] or []
     gaps = {v: np.mean([r["gaps"] for r in rows if r["variant"] == v and r["gaps"]], axis=0).tolist()
             for v in AUDIT_VARIANTS if any(r["gaps"] for r in rows if r["variant"] == v)}
     diag = {}
     if diagnostics:
-        noise = variant_dataset(data, "noise", man)
-        on = {"original": data, "modified": modified, "noise": noise}
-        for v in AUDIT_VARIANTS:
+        on = {"original": data, "modified": modified}
+        for v in mig:
+            if v not in on:
+                on[v] = variant_dataset(data, v, man)
             vals = [decoder_diagnostics(r["run_dir"], on[v], device="cpu") for r in rows if r["variant"] == v]
             vals = [x for x in vals if x is not None]
             if vals:
@@ -216,7 +224,7 @@ def _fmt(vals: list[float]) -> str:
 def _markdown(model, data, mig, drop_rows, names, gaps, health, diag, line) -> str:
     lines = [f"# Model audit: {model_label(model)} on {data.name}", "", f"**Verdict.** {line}", "",
              "| variant | MIG mean ± std (seeds) | change vs original [95 % CI] | p |", "|---|---|---|---|"]
-    for v in AUDIT_VARIANTS:
+    for v in mig:
         d = drop_rows.get(v)
         change = "" if d is None else f"{d['diff_vs_original']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
         p = "" if d is None else f"{d['p_value']:.2g}"

@@ -330,6 +330,8 @@ def _audit_args(a: argparse.ArgumentParser) -> None:
     m.add_argument("--metrics", nargs="+", default=["mig", "active_units"], help="metric names, or all")
     m.add_argument("--eval-points", type=positive_int, default=10_000)
     m.add_argument("--dataset-option", action="append", metavar="KEY=VALUE", help="a dataset option (repeatable)")
+    m.add_argument("--sign-noise", action="store_true",
+                   help="also train on the sign-noise control x +- eps (the verdict takes the larger noise drop)")
     m.add_argument("--no-diagnostics", action="store_true", help="skip the decoder Jacobian diagnostics")
     m.add_argument("--device", default="auto")
     add_launcher_args(m)
@@ -345,7 +347,8 @@ def run_audit(args) -> None:
                           model_params=key_values(args.param), metrics="all" if args.metrics == ["all"] else args.metrics,
                           eval_points=args.eval_points, device=args.device, launcher=args.launcher,
                           workers=args.workers, address=args.address, dataset_options=options,
-                          progress=not args.no_progress, diagnostics=not args.no_diagnostics)
+                          progress=not args.no_progress, diagnostics=not args.no_diagnostics,
+                          sign_noise=args.sign_noise)
         print(res["markdown"], end="")
         return
     data = load_dataset(args.dataset, **options)

@@ -33,7 +33,8 @@ def variant_paths(out_dir, base_name: str, epsilon: float, noise_seed: int,
 
 def variant_dataset(base: GroundTruthData, kind: str, manipulation_dir, device="cpu") -> GroundTruthData:
     """The modified dataset x + ε·m_ψ(w) (``kind="modified"``) or its noise control
-    (``"noise"``: x + U[−ε, ε] fixed per image, or the sign control) of a trained m_ψ,
+    (``"noise"``: x + U[−ε, ε] fixed per image, or the sign control when the m_ψ run's
+    ``noise`` is ``"sign"``; ``"sign_noise"``: x ± ε always) of a trained m_ψ,
     computed on the fly from ``base``'s images (paper Sec. 4.5, 5.2) with ε, clipping
     and the noise seed of the manipulation's config.
 
@@ -46,8 +47,8 @@ def variant_dataset(base: GroundTruthData, kind: str, manipulation_dir, device="
         ConfigError: an unknown ``kind``, or a base whose factor grid is not the one m_ψ
             was trained on.
     """
-    if kind not in ("modified", "noise"):
-        raise ConfigError(f"variant = {kind!r}: expected 'modified' or 'noise'")
+    if kind not in VARIANT_KINDS:
+        raise ConfigError(f"variant = {kind!r}: expected one of {', '.join(map(repr, VARIANT_KINDS))}")
     field, cfg = load_field(manipulation_dir, device)
     info = read_yaml(Path(manipulation_dir) / "config.yaml")["dataset_info"]
     if list(info["factor_sizes"]) != list(base.factor_sizes) or \
@@ -58,12 +59,15 @@ def variant_dataset(base: GroundTruthData, kind: str, manipulation_dir, device="
     if kind == "modified":
         field = field.to(memory_format=torch.channels_last)  # 1.7x faster transposed convs on CPU
         return Modified(base, field, cfg.epsilon, clip=cfg.clip, name=f"{base.name}_modified")
+    if kind == "sign_noise":  # the strongest control the bound allows, whatever the m_psi run's noise
+        return Noisy(base, cfg.epsilon, seed=cfg.noise_seed, clip=cfg.clip, name=f"{base.name}_signnoise",
+                     distribution="sign")
     return Noisy(base, cfg.epsilon, seed=cfg.noise_seed, clip=cfg.clip, name=f"{base.name}_noise",
                  distribution=cfg.noise)
 
 
 #: the on-the-fly variants of :func:`load_variant`
-VARIANT_KINDS = ("modified", "noise")
+VARIANT_KINDS = ("modified", "noise", "sign_noise")
 
 
 def load_variant(name, *, variant: str, manipulation, **kwargs) -> GroundTruthData:
