@@ -272,6 +272,7 @@ def test_failed_run_is_reported_others_finish_rerun_retries(tmp_path, capsys):
     bad = expand(load_grid(grid), out)[1]
     Path(bad["run_dir"]).mkdir(parents=True)
     (Path(bad["run_dir"]) / "config.yaml").write_text("model: something else\n")
+    (Path(bad["run_dir"]) / "train_log.csv").write_text("step\n1\n")  # it trained: not replaced
     assert main(["sweep", str(grid), "--out", str(out), "--no-progress"]) == 1
     cap = capsys.readouterr()
     assert f"1 of 3 runs failed:\n  {bad['id']}: RunError:" in cap.err and "holds a different configuration" in cap.err
@@ -280,6 +281,7 @@ def test_failed_run_is_reported_others_finish_rerun_retries(tmp_path, capsys):
     assert completion(bad["run_dir"], bad["evaluate"]) is None
     assert len(json.loads((out / "results.json").read_text())) == 2
     (Path(bad["run_dir"]) / "config.yaml").unlink()
+    (Path(bad["run_dir"]) / "train_log.csv").unlink()
     assert main(["sweep", str(grid), "--out", str(out), "--no-progress"]) == 0
     assert "3 runs, 2 already finished, 1 to run" in capsys.readouterr().err
     assert not (out / "failures.log").exists()

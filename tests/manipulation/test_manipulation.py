@@ -173,6 +173,7 @@ def test_old_manipulation_config_without_clip_in_objective_resumes(tmp_path):
     new = {"stage": "manipulation", "manipulation": to_dict(ManipulationConfig()), "train": to_dict(TrainConfig())}
     old = {**new, "manipulation": {k: v for k, v in new["manipulation"].items() if k != "clip_in_objective"}}
     write_yaml(tmp_path / "config.yaml", old)
+    (tmp_path / "train_log.csv").write_text("step\n1\n")  # it trained: its config is kept, not replaced
     classes = {"manipulation": ManipulationConfig}
     assert open_run_dir(tmp_path, new, classes) == tmp_path
     other = {**new, "manipulation": to_dict(ManipulationConfig(loss="l2", clip_in_objective=False))}

@@ -57,6 +57,7 @@ from vaebias.training.loop import (
     build_run,
     interrupt_at_step_boundary,
     load_run,
+    log_hyperparameters,
     resolve_device,
     train,
 )
@@ -302,6 +303,7 @@ def _start_members(configs, run_dirs, todo, data, device) -> list[dict]:
     for i in todo:
         model, record = build_run(configs[i], data)
         open_run_dir(run_dirs[i], record)
+        log_hyperparameters(configs[i], model, data)
         seed = configs[i].train.seed
         gen = torch.Generator(device=device)
         gen.manual_seed(seed)  # the solo run's torch.manual_seed(seed) before its first step

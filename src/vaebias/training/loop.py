@@ -306,9 +306,20 @@ def train(config: RunConfig | dict, run_dir: str | os.PathLike, data=None, *, pr
     if data is None:
         data = load_dataset(**config.dataset)
     model, record = build_run(config, data)
+    open_run_dir(run_dir, record)  # an unusable folder is the error, before any log line
+    log_hyperparameters(config, model, data)
     fit(model, data, run_dir, config.train, record, progress=progress,
         description=f"{config.model} seed {config.train.seed}", callback=callback)
     return model.eval()
+
+
+def log_hyperparameters(config: RunConfig, model, data) -> None:
+    """Log the hyperparameters a run uses with their sources, and warn when the model has
+    defaults for other datasets but none for this one (:func:`vaebias.models.describe_hyperparameters`)."""
+    used, warning = describe_hyperparameters(config.model, model.config, config.model_params, defaults_key(data))
+    log.info(f"{config.model} on {data.name!r}: {used}")
+    if warning:
+        log.warning(warning)
 
 
 def build_run(config: RunConfig, data) -> tuple[torch.nn.Module, dict]:
@@ -323,10 +334,6 @@ def build_run(config: RunConfig, data) -> tuple[torch.nn.Module, dict]:
     torch.manual_seed(config.train.seed)  # seeded initialisation
     model = build_model(config.model, data.observation_shape, data.num_factors,
                         config.model_params, dataset=defaults_key(data), dataset_size=len(data))
-    used, warning = describe_hyperparameters(config.model, model.config, config.model_params, defaults_key(data))
-    log.info(f"{config.model} on {data.name!r}: {used}")
-    if warning:
-        log.warning(warning)
     record = to_dict(config)
     record["model_params"] = to_dict(model.config)
     record["dataset_info"] = data.describe()
