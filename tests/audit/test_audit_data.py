@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from vaebias.audit import alignment_from_gram, local_alignment, rank_correlation
-from vaebias.data import DataError, GroundTruthData, from_arrays
+from vaebias.audit import alignment_from_gram, local_alignment, local_gram, rank_correlation, systematic_shift
+from vaebias.data import DataError, GroundTruthData, Noisy, from_arrays
 
 
 class LinearPatterns(GroundTruthData):
@@ -105,3 +105,31 @@ def test_labelled_sample_is_refused_for_finite_differences():
     with pytest.raises(DataError, match="the dataset audit's finite differences needs neighbouring factor values"):
         local_alignment(sample, points=10)
     assert "global" in rank_correlation(sample, pairs=20, resamples=5)
+
+
+def test_systematic_shift_separates_noise_from_a_rotation():
+    base = LinearPatterns(scales=(0.02, 0.04))
+    theta = math.pi / 12
+    rotated = LinearPatterns(scales=(0.02, 0.04), rotation=rot2(theta))
+    res = systematic_shift(base, rotated, points=50, resamples=50)
+    # G' = Rᵀ diag(s²) R at every point: the columns' correlation, in closed form
+    g = np.array(rot2(theta)).T @ np.diag([0.02 ** 2, 0.04 ** 2]) @ np.array(rot2(theta))
+    assert res["shift"] == pytest.approx(abs(g[0, 1]) / math.sqrt(g[0, 0] * g[1, 1]), abs=1e-4)
+    big = LinearPatterns(sizes=(40, 40), scales=(0.02, 0.04))  # many distinct points, each its own noise
+    noisy = systematic_shift(big, Noisy(big, 0.05, seed=0, clip=False), points=400, resamples=50)
+    assert noisy["mean_abs_change"] > 0.01        # the noise moves each point ...
+    assert noisy["shift"] < noisy["mean_abs_change"] / 5   # ... but not on average
+
+
+def test_per_image_noise_does_not_read_as_misalignment():
+    # the audit's points lie inside the grid, so no two Jacobian columns share an image; at an
+    # edge both one-sided differences would contain the point's own noisy image
+    big = LinearPatterns(sizes=(40, 40), scales=(0.5, 1.0))   # signal above the noise, as in real data
+    clean = local_alignment(big, points=300, resamples=20)["score"]
+    noisy = local_alignment(Noisy(big, 0.05, seed=0, clip=False), points=300, resamples=20)["score"]
+    assert clean == pytest.approx(1.0, abs=1e-6) and noisy > 0.97
+    corners = np.array([[0, 0], [39, 39], [0, 39], [39, 0]] * 20)  # one-sided: the columns share w's image
+    p = alignment_from_gram(local_gram(Noisy(big, 0.05, seed=0, clip=False), corners))
+    assert p["num"].sum() / p["den"].sum() < 0.9
+    assert local_alignment(LinearPatterns(sizes=(40, 40), scales=(0.02, 0.04), rotation=rot2(math.pi / 12)),
+                           points=50, resamples=10)["score"] == pytest.approx(math.cos(math.pi / 6), abs=1e-4)

@@ -9,8 +9,9 @@ from vaebias.audit.data import (
     local_alignment,
     local_gram,
     rank_correlation,
+    systematic_shift,
     write_dataset_audit,
 )
 
 __all__ = ["alignment_from_gram", "audit_dataset", "audit_table", "local_alignment", "local_gram",
-           "rank_correlation", "write_dataset_audit"]
+           "rank_correlation", "systematic_shift", "write_dataset_audit"]

@@ -9,8 +9,10 @@ measures exactly that.
 **Local alignment** (:func:`local_alignment`). At sampled grid points w:
 
 1. the factor Jacobian J(w) (D × K', D pixels, K' ordinal factors with more than one class) by
-   finite differences on the grid, one column per factor: J_k = (g(w + e_k) − g(w − e_k)) / 2,
-   one-sided at the grid's edge (units: pixel values per class step);
+   central finite differences on the grid, one column per factor: J_k = (g(w + e_k) −
+   g(w − e_k)) / 2 (units: pixel values per class step). The points w are drawn from the grid's
+   interior (:func:`audit_points`), so that no two columns share an image; a factor with two
+   classes only has the one-sided difference;
 2. the local Gram matrix G(w) = JᵀJ (K' × K'); its eigenvectors v_i are the local principal
    directions *in factor space*, its eigenvalues λ_i the variance along them;
 3. the axis alignment of each direction, a_i = (K'·max_k v_ik² − 1)/(K' − 1) ∈ [0, 1]
@@ -53,7 +55,8 @@ from vaebias._internal.io import atomic_path, write_json
 from vaebias.data import GroundTruthData, require_full_grid
 from vaebias.report.figures import new_figure, save_figure
 
-__all__ = ["alignment_from_gram", "factor_jacobian", "local_alignment", "local_gram", "ordinal_factors", "rank_correlation", "audit_dataset",
+__all__ = ["alignment_from_gram", "factor_jacobian", "local_alignment", "local_gram", "ordinal_factors",
+           "audit_points", "ratio_ci", "systematic_shift", "rank_correlation", "audit_dataset",
            "audit_table", "write_dataset_audit"]
 
 
@@ -105,6 +108,20 @@ def factor_jacobian(data: GroundTruthData, factors: np.ndarray, *, device=None) 
     return jac / torch.from_numpy(steps).to(jac)[:, None, :]
 
 
+def audit_points(data: GroundTruthData, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` grid points uniform over the grid's interior: each ordinal factor with three or
+    more classes at 1 .. size − 2, so that every Jacobian column is a central difference and
+    no two columns share an image (at the edge, one-sided differences would all contain the
+    point's own image, and per-image noise there would look like a correlated change of the
+    columns, a rotation). The other factors are uniform. int64 (n, K)."""
+    w = data.sample_factors(n, rng)
+    sizes = data.factor_sizes
+    for k in ordinal_factors(data):
+        if sizes[k] >= 3:
+            w[:, k] = rng.integers(1, sizes[k] - 1, n)
+    return w
+
+
 def local_gram(data: GroundTruthData, factors: np.ndarray, *, device=None, chunk: int = 64) -> np.ndarray:
     """G(w) = J(w)ᵀJ(w) of :func:`factor_jacobian` at each factor row, in float64.
 
@@ -152,8 +169,9 @@ def alignment_from_gram(gram: np.ndarray) -> dict:
     return {"num": num, "den": den, "alignment": align, "gap": gap, "eigenvalues": lam}
 
 
-def _ratio_ci(num: np.ndarray, den: np.ndarray, *, resamples: int, seed: int, level: float = 0.95):
-    """Σnum/Σden and its percentile bootstrap interval over rows."""
+def ratio_ci(num: np.ndarray, den: np.ndarray, *, resamples: int, seed: int, level: float = 0.95):
+    """(Σnum/Σden, low, high): the ratio and its percentile bootstrap interval over rows
+    (float arrays (n,)); NaNs when Σden = 0."""
     total = den.sum()
     value = float(num.sum() / total) if total > 0 else float("nan")
     if not total > 0:
@@ -175,7 +193,8 @@ def local_alignment(data: GroundTruthData, *, points: int = 1000, seed: int = 0,
 
     Args:
         data: a full-grid dataset with at least two ordinal factors of more than one class.
-        points: grid points w drawn uniformly (``data.sample_factors``, generator ``seed``).
+        points: grid points w drawn uniformly from the grid's interior (:func:`audit_points`,
+            generator ``seed``).
         resamples: bootstrap resamples of the 95 % interval.
 
     Returns:
@@ -190,13 +209,14 @@ def local_alignment(data: GroundTruthData, *, points: int = 1000, seed: int = 0,
     if not (isinstance(points, int) and points >= 2):
         raise ConfigError(f"points = {points!r}; expected an integer >= 2")
     ords = ordinal_factors(data)
-    w = data.sample_factors(points, np.random.default_rng(seed))
+    require_full_grid(data, "the dataset audit's finite differences")
+    w = audit_points(data, points, np.random.default_rng(seed))
     grams = []
     for a in tqdm(range(0, points, 256), disable=not progress, desc=f"audit {data.name}", leave=False):
         grams.append(local_gram(data, w[a:a + 256], device=device))
     gram = np.concatenate(grams)
     parts = alignment_from_gram(gram)
-    score, lo, hi = _ratio_ci(parts["num"], parts["den"], resamples=resamples, seed=seed)
+    score, lo, hi = ratio_ci(parts["num"], parts["den"], resamples=resamples, seed=seed)
     pairs = []
     for i in range(len(ords)):
         for j in range(i + 1, len(ords)):
@@ -205,7 +225,7 @@ def local_alignment(data: GroundTruthData, *, points: int = 1000, seed: int = 0,
             ok = s > 0
             num = np.where(ok, np.abs(a - d) / np.where(ok, s, 1), 0.0)
             den = np.where(ok, np.sqrt((a - d) ** 2 + 4 * b ** 2) / np.where(ok, s, 1), 0.0)
-            v, pl, ph = _ratio_ci(num, den, resamples=resamples, seed=seed + 1 + i * len(ords) + j)
+            v, pl, ph = ratio_ci(num, den, resamples=resamples, seed=seed + 1 + i * len(ords) + j)
             both = (a > 0) & (d > 0)
             overlap = float(np.mean(np.abs(b[both]) / np.sqrt(a[both] * d[both]))) if both.any() else float("nan")
             pairs.append({"factors": [data.factor_names[ords[i]], data.factor_names[ords[j]]], "alignment": v,
@@ -213,6 +233,47 @@ def local_alignment(data: GroundTruthData, *, points: int = 1000, seed: int = 0,
     return {"score": score, "ci_low": lo, "ci_high": hi, "points": points,
             "factors": [data.factor_names[k] for k in ords], "pairs": pairs,
             "identifiable": float(parts["den"].mean())}
+
+
+def _pair_correlations(gram: np.ndarray) -> np.ndarray:
+    """G_kl / sqrt(G_kk G_ll) over the pairs k < l: float64 (n, pairs)."""
+    k = gram.shape[1]
+    iu = np.triu_indices(k, 1)
+    s = np.sqrt(np.einsum("nii->ni", gram))
+    return gram[:, iu[0], iu[1]] / np.maximum(s[:, iu[0]] * s[:, iu[1]], 1e-30)
+
+
+def systematic_shift(base: GroundTruthData, other: GroundTruthData, *, points: int = 1000, seed: int = 0,
+                     resamples: int = 2000, device=None) -> dict:
+    """How consistently ``other`` changes the local structure of ``base``, at the same grid
+    points: per factor pair, the mean over points of the change of the columns' correlation
+    G_kl/√(G_kk G_ll); summarised as the mean of its absolute per-pair means, with a 95 %
+    bootstrap interval over points.
+
+    Zero-mean per-image noise changes G at each point but not in expectation: its shift is
+    near 0 (i.i.d. noise adds D·Var/2 to the diagonal and nothing to the off-diagonals on
+    average). A change that moves the local principal directions consistently, as m_ψ does,
+    has a shift well above it. Both datasets need the same factor grid.
+
+    Returns:
+        ``{"shift", "ci_low", "ci_high", "mean_abs_change", "pairs": {"a × b": mean change}}``;
+        ``mean_abs_change`` is the mean per-point |change| (noise and structure alike).
+    """
+    if tuple(base.factor_sizes) != tuple(other.factor_sizes):
+        raise ConfigError(f"{other.name!r} has factor sizes {tuple(other.factor_sizes)}, {base.name!r} "
+                          f"{tuple(base.factor_sizes)}; expected the same grid")
+    require_full_grid(base, "the dataset audit's finite differences")
+    w = audit_points(base, points, np.random.default_rng(seed))
+    delta = _pair_correlations(local_gram(other, w, device=device)) - _pair_correlations(local_gram(base, w,
+                                                                                                   device=device))
+    value = float(np.abs(delta.mean(0)).mean())
+    rng = np.random.default_rng(seed)
+    boots = [float(np.abs(delta[rng.integers(0, points, points)].mean(0)).mean()) for _ in range(resamples)]
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    names = [base.factor_names[k] for k in ordinal_factors(base)]
+    iu = np.triu_indices(len(names), 1)
+    return {"shift": value, "ci_low": float(lo), "ci_high": float(hi), "mean_abs_change": float(np.abs(delta).mean()),
+            "pairs": {f"{names[i]} × {names[j]}": float(v) for i, j, v in zip(*iu, delta.mean(0))}}
 
 
 def _mse(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
@@ -286,12 +347,13 @@ def _fmt(v: float, lo: float, hi: float) -> str:
 
 def audit_table(results: dict[str, dict]) -> str:
     """Markdown: one row per audited dataset (``{label: audit_dataset(...)}``)."""
-    rows = ["| data | local alignment S [95 % CI] | rank correlation ρ [95 % CI] | points |",
-            "|---|---|---|---|"]
+    rows = ["| data | local alignment S [95 % CI] | rank correlation ρ [95 % CI] | shift vs original [95 % CI] "
+            "| points |", "|---|---|---|---|---|"]
     for label, r in results.items():
-        la, rc = r["local_alignment"], r["rank_correlation"]["global"]
+        la, rc, sh = r["local_alignment"], r["rank_correlation"]["global"], r.get("shift")
+        shift = "" if sh is None else _fmt(sh["shift"], sh["ci_low"], sh["ci_high"])
         rows.append(f"| {label} | {_fmt(la['score'], la['ci_low'], la['ci_high'])} | "
-                    f"{_fmt(rc['rho'], rc['ci_low'], rc['ci_high'])} | {la['points']} |")
+                    f"{_fmt(rc['rho'], rc['ci_low'], rc['ci_high'])} | {shift} | {la['points']} |")
     return "\n".join(rows) + "\n"
 
 
@@ -316,7 +378,9 @@ def write_dataset_audit(results: dict[str, dict], out: str | os.PathLike) -> dic
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "audit.json", results)
     md = ("Dataset audit: local alignment S of the data's local principal directions with the factor axes "
-          "(1: aligned and identifiable, 0: not), and the rank correlation of factor and pixel distances.\n\n"
+          "(1: aligned and identifiable, 0: not), the rank correlation of factor and pixel distances, and for "
+          "a variant the systematic shift of its local structure from the original (0: none; zero-mean "
+          "per-image noise stays near 0).\n\n"
           + audit_table(results) + "\nPer factor pair: S_kl, and in brackets the mean |cos| between the two "
           "factors' pixel changes.\n\n" + _pair_table(results))
     with atomic_path(out / "audit.md") as tmp:

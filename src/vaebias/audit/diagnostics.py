@@ -23,7 +23,7 @@ import os
 import numpy as np
 import torch
 
-from vaebias.audit.data import factor_jacobian
+from vaebias.audit.data import audit_points, factor_jacobian, ordinal_factors
 from vaebias.data import GroundTruthData
 from vaebias.training import load_run
 
@@ -57,7 +57,9 @@ def decoder_diagnostics(run_dir: str | os.PathLike, data: GroundTruthData, *, po
     model, _ = load_run(run_dir, device)
     if not callable(getattr(model, "decode", None)):
         return None
-    w = data.sample_factors(points, np.random.default_rng(seed))
+    grid = getattr(data, "is_full_grid", True)
+    w = audit_points(data, points, np.random.default_rng(seed)) if grid else data.sample_factors(
+        points, np.random.default_rng(seed))
     x = data.images(w, device=device)
     z = _codes(model, x).float()
     active = torch.nonzero(z.var(0) > 0.01).flatten().tolist()
@@ -79,7 +81,7 @@ def decoder_diagnostics(run_dir: str | os.PathLike, data: GroundTruthData, *, po
     iu = torch.triu_indices(a, a, 1)
     out = {"column_overlap": float(cos[:, iu[0], iu[1]].mean()), "active": active, "points": points,
            "follows_principal": None, "follows_factors": None}
-    if not getattr(data, "is_full_grid", True):
+    if not grid or len(ordinal_factors(data)) < 2:
         return out
     jac = factor_jacobian(data, w, device=device).double()                   # (n, D, K')
     _, _, vh = torch.linalg.svd(jac.transpose(1, 2) @ jac)                    # G = V S Vᵀ

@@ -14,7 +14,7 @@ from vaebias._internal.config import FAST_STEP, TrainConfig
 from vaebias._internal.errors import ConfigError
 from vaebias._internal.io import ensure_writable_dir, read_yaml, versions, write_json
 from vaebias._internal.log import get_logger
-from vaebias.audit import audit_dataset, audit_table, write_dataset_audit
+from vaebias.audit import audit_dataset, audit_table, systematic_shift, write_dataset_audit
 from vaebias.audit.model import audit_model
 from vaebias.cli.args import (
     add_config_flags,
@@ -363,6 +363,8 @@ def run_audit(args) -> None:
     for label, d in datasets.items():
         results[label] = audit_dataset(d, points=args.points, pairs=args.pairs, seed=args.seed, device=args.device,
                                        progress=not args.no_progress)
+        if label != "original":
+            results[label]["shift"] = systematic_shift(data, d, points=args.points, seed=args.seed, device=args.device)
         la = results[label]["local_alignment"]
         log.info(f"{label}: local alignment {la['score']:.3f} [{la['ci_low']:.3f}, {la['ci_high']:.3f}]")
     if args.manipulation is not None:
