@@ -1,5 +1,6 @@
-"""Why uniform noise lowers the dataset audit's local alignment S (docs/audit.md, "Why noise
-lowers S"). Three checks on one dataset, at the audit's 1,000 points (seed 0):
+"""Why uniform noise lowered the dataset audit's first local alignment S (docs/audit.md, "Why
+noise lowered S"). Three checks on one dataset, at 1,000 points drawn uniformly over the whole
+grid, edges included, as the first definition drew them (seed 0):
 
 1. S of x + U[-eps, eps] over a range of eps: the noise's share of the finite differences
    grows with eps, and S should fall with it.
