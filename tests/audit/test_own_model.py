@@ -4,6 +4,7 @@ runs read by evaluate, traverse and report; and the audit's bad inputs."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -109,4 +110,20 @@ def test_audit_bad_inputs_leave_nothing(tmp_path, mpsi, monkeypatch, capsys):
     for argv, message in cases:
         assert main(argv) == 2, argv
         assert message in capsys.readouterr().err, argv
+        assert not (tmp_path / "out").exists()
+
+
+def test_audit_data_bad_inputs_are_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    images = torch.zeros(5, 1, 16, 16, dtype=torch.uint8).numpy()
+    np.savez(tmp_path / "sample.npz", images=images, factors=np.array([[0, 0], [1, 2], [2, 1], [3, 3], [0, 3]]))
+    np.savez(tmp_path / "wrong.npz", images=images, labels=np.zeros((5, 2), np.int64))
+    cases = [(["audit", "data", "sample.npz", "--out", "out"],
+              "the dataset audit's finite differences needs neighbouring factor values, but dataset 'sample' is a "
+              "labelled sample of 5 points"),
+             (["audit", "data", "wrong.npz", "--out", "out"], "npz with keys ['images', 'labels']")]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
         assert not (tmp_path / "out").exists()

@@ -307,4 +307,9 @@ def test_manipulation_health_is_reported_and_flags_a_constant_field(tmp_path, ti
     assert h["std_over_w"] == pytest.approx(0.0, abs=1e-6)
     assert h["mean_abs_m"] == pytest.approx(float(np.tanh(0.3)), rel=1e-5)
     assert h["saturated_share"] == 0.0
-    assert any("hardly depends on the factors" in w for w in h["warnings"])
+    assert any("hardly depends on the factors" in w and "try:" in w for w in h["warnings"])
+    state["model"][last[:-len("weight")] + "bias"].fill_(-3.0)   # m = tanh(-3) = -0.995 everywhere
+    torch.save(state, bad / "checkpoint.pt")
+    h = field_health(load_dataset("toy"), bad, points=300)
+    assert h["mean_m"] == pytest.approx(float(np.tanh(-3.0)), rel=1e-5)
+    assert any("collapsed to about -0.99 everywhere" in w and "darkens" in w and "try:" in w for w in h["warnings"])

@@ -42,7 +42,7 @@ __all__ = ["HEALTH_LIMITS", "ManipulationConfig", "ManipulationField", "Manipula
 
 #: thresholds of :func:`field_health`'s warnings: m_ψ's standard deviation over factor
 #: values (mean over pixels) below which the field counts as not depending on w
-HEALTH_LIMITS = {"std_over_w": 0.05}
+HEALTH_LIMITS = {"std_over_w": 0.05, "abs_mean_m": 0.9}
 
 
 @dataclasses.dataclass
@@ -317,12 +317,14 @@ def field_health(data: GroundTruthData, manipulation_dir, *, points: int = 2000,
     out["mean_m"] = mean_m
     try_this = ("try: the l2 objective on unclipped images (loss l2, clip_in_objective false), the rotated "
                 "entangled reference (entangled_reference: rotated), or more manipulation steps")
-    if out["std_over_w"] < HEALTH_LIMITS["std_over_w"]:
-        what = (f"m_psi is about {mean_m:+.2f} everywhere, so the modified data only "
-                f"{'darkens' if mean_m < 0 else 'brightens'} every image" if abs(mean_m) > 0.9 else
-                "the modified data is one fixed texture added to every image")
+    if abs(mean_m) > HEALTH_LIMITS["abs_mean_m"]:
+        warnings.append(f"m_psi collapsed to about {mean_m:+.2f} everywhere (mean over w and pixels): the "
+                        f"modified data mostly {'darkens' if mean_m < 0 else 'brightens'} every image, not the "
+                        f"paper's manipulation; {try_this}")
+    elif out["std_over_w"] < HEALTH_LIMITS["std_over_w"]:
         warnings.append(f"m_psi hardly depends on the factors (std over w {out['std_over_w']:.3f} < "
-                        f"{HEALTH_LIMITS['std_over_w']}): {what}, not the paper's manipulation; {try_this}")
+                        f"{HEALTH_LIMITS['std_over_w']}): the modified data is one fixed texture added to every "
+                        f"image, not the paper's manipulation; {try_this}")
     if out["gap_opened"] is False:
         warnings.append(f"the gap L_dis - L_ent never opened ({out['gap_start']:.3g} at the start, "
                         f"{out['gap_end']:.3g} at the end): m_psi did not make the entangled decoder's job "
