@@ -312,4 +312,4 @@ def test_manipulation_health_is_reported_and_flags_a_constant_field(tmp_path, ti
     torch.save(state, bad / "checkpoint.pt")
     h = field_health(load_dataset("toy"), bad, points=300)
     assert h["mean_m"] == pytest.approx(float(np.tanh(-3.0)), rel=1e-5)
-    assert any("collapsed to about -0.99 everywhere" in w and "darkens" in w and "try:" in w for w in h["warnings"])
+    assert any("collapsed to about -1.00 everywhere" in w and "darkens" in w and "try:" in w for w in h["warnings"])
