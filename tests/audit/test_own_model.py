@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from examples.my_vae import MyVAE
 from vaebias.cli.main import main
 from vaebias.data import load_dataset
-from vaebias.manipulation import ManipulationConfig, train_manipulation
+from vaebias.manipulation import ManipulationConfig, export_variants, train_manipulation
 from vaebias.metrics import evaluate
 from vaebias.training import TrainConfig, train
 
@@ -127,3 +127,20 @@ def test_audit_data_bad_inputs_are_one_line(tmp_path, monkeypatch, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0]
         assert not (tmp_path / "out").exists()
+
+
+def test_audit_model_with_a_modified_file(tmp_path, mpsi, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    paths = export_variants(load_dataset("toy"), mpsi, tmp_path / "datasets", device="cpu", progress=False)
+    out = tmp_path / "a"
+    argv = ["audit", "model", "--model", "ae", "--dataset", "toy", "--modified", str(paths["modified"]),
+            "--seeds", "0", "1", "--steps", "10", "--batch-size", "8", "--eval-points", "200", "--out", str(out),
+            "--no-progress", "--no-diagnostics"]
+    assert main(argv) == 0
+    res = json.loads((out / "audit_model.json").read_text())
+    assert set(res["mig"]) == {"original", "modified", "noise"} and res["health"] is None
+    spec = (out / "runs" / "noise" / "ae_seed0" / "config.yaml").read_text()
+    assert "noise_epsilon: 0.1" in spec
+    assert main(["audit", "model", "--model", "ae", "--dataset", "blobs", "--modified", str(paths["modified"]),
+                 "--out", "b"]) == 2
+    assert "expected those of 'blobs'" in capsys.readouterr().err and not (tmp_path / "b").exists()

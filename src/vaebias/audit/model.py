@@ -34,7 +34,7 @@ from vaebias._internal.log import get_logger
 from vaebias.audit.diagnostics import decoder_diagnostics
 from vaebias.data import load_dataset
 from vaebias.experiments.launchers import Runner
-from vaebias.manipulation import field_health, load_field, variant_dataset
+from vaebias.manipulation import field_health, load_field, load_variant, variant_dataset
 from vaebias.metrics import available as metric_names
 from vaebias.models import build_model, defaults_key, model_label
 from vaebias.report import collect_runs, drops, write_report
@@ -92,7 +92,8 @@ def _check_inputs(model, seeds, steps, metrics, batch_size, lr) -> tuple[list[in
     return seeds, metrics
 
 
-def audit_model(model: str, dataset: str, manipulation: str | os.PathLike, out: str | os.PathLike, *,
+def audit_model(model: str, dataset: str, manipulation: str | os.PathLike | None, out: str | os.PathLike, *,
+                modified: str | os.PathLike | None = None, epsilon: float | None = None,
                 seeds=(0, 1, 2, 3, 4), steps: int = 1500, batch_size: int = 64, lr: float = 1e-4,
                 model_params: dict | None = None, metrics=("mig", "active_units"), eval_points: int = 10_000,
                 device: str = "auto", launcher: str = "local", workers: int | None = None,
@@ -104,8 +105,11 @@ def audit_model(model: str, dataset: str, manipulation: str | os.PathLike, out: 
         model: a registered model name or the import path ``package.module:Class`` of a
             :class:`~vaebias.models.base.Model` subclass.
         dataset: dataset name or file path (:func:`vaebias.data.load_dataset`).
-        manipulation: the folder of a trained m_ψ on this dataset.
+        manipulation: the folder of a trained m_ψ on this dataset (or None with ``modified``).
         out: results folder (created; rerun to resume).
+        modified: instead of an m_ψ, a file of the modified dataset (same factor grid and image
+            shape, e.g. an exported ``*_modified_*.h5``); the noise controls then take
+            ``epsilon`` (default: the file's ``epsilon`` attribute) and noise seed 0.
         seeds: training seeds of every variant (>= 2 distinct; 5 by default).
         steps, batch_size, lr: training budget of every run.
         model_params: hyperparameters of the model (its per-dataset defaults apply otherwise).
@@ -130,9 +134,25 @@ def audit_model(model: str, dataset: str, manipulation: str | os.PathLike, out: 
     seeds, metrics = _check_inputs(model, seeds, steps, metrics, batch_size, lr)
     options = dict(dataset_options or {})
     data = load_dataset(dataset, **options)
-    man = Path(manipulation)
-    _, mcfg = load_field(man, "cpu")  # RunError when not a finished m_ψ run
-    modified = variant_dataset(data, "modified", man)  # ConfigError when m_ψ belongs to other data
+    if (manipulation is None) == (modified is None):
+        raise ConfigError("give exactly one of manipulation (a trained m_psi) and modified (a modified dataset file)")
+    if manipulation is not None:
+        man = Path(manipulation)
+        _, mcfg = load_field(man, "cpu")  # RunError when not a finished m_ψ run
+        altered = variant_dataset(data, "modified", man)  # ConfigError when m_ψ belongs to other data
+        eps = mcfg.epsilon
+    else:
+        man = None
+        altered = load_dataset(modified)
+        if (tuple(altered.factor_sizes), tuple(altered.observation_shape)) != \
+                (tuple(data.factor_sizes), tuple(data.observation_shape)):
+            raise ConfigError(f"modified = {str(modified)!r} has factor sizes {tuple(altered.factor_sizes)} and "
+                              f"images {tuple(altered.observation_shape)}; expected those of {data.name!r}: "
+                              f"{tuple(data.factor_sizes)}, {tuple(data.observation_shape)}")
+        eps = epsilon if epsilon is not None else altered.epsilon
+        if eps is None or not 0 < float(eps) <= 1:
+            raise ConfigError(f"epsilon = {eps!r}; expected a number in (0, 1] for the noise controls (the "
+                              f"modified file records none: give epsilon)")
     try:
         build_model(model, data.observation_shape, data.num_factors, dict(model_params or {}),
                     dataset=defaults_key(data), dataset_size=len(data))
@@ -144,20 +164,28 @@ def audit_model(model: str, dataset: str, manipulation: str | os.PathLike, out: 
     variants = AUDIT_VARIANTS if sign_noise else AUDIT_VARIANTS[:3]
     out = ensure_writable_dir(out)  # only after every check
     spec = {"audit": "model", "model": model, "dataset": dataset, "dataset_options": options,
-            "manipulation": os.path.relpath(man.resolve(), out.resolve()), "epsilon": mcfg.epsilon,
+            "epsilon": float(eps),
             "seeds": seeds, "steps": steps, "batch_size": batch_size, "lr": lr,
             "model_params": dict(model_params or {}), "metrics": metrics, "eval_points": eval_points,
             "variants": list(variants),
             "profile": {"name": "audit", "reduced": True, "train_steps": steps, "seeds": seeds}}
+    if man is not None:
+        spec["manipulation"] = os.path.relpath(man.resolve(), out.resolve())
+    else:
+        spec["modified"] = str(modified)
     spec_path = out / "audit.yaml"
     if spec_path.exists() and read_yaml(spec_path) != spec:
         raise RunError(f"{str(out)!r} holds another audit (see {spec_path}); use a new --out folder")
     write_yaml(spec_path, spec)
-    health = field_health(data, man)
-    for w in health["warnings"]:
+    health = field_health(data, man) if man is not None else None
+    for w in (health or {}).get("warnings", []):
         log.warning(w)
     base = {"name": str(dataset), **options}
-    variant_spec = {"original": base, **{v: {**base, "variant": v, "manipulation": str(man)} for v in variants[1:]}}
+    if man is not None:
+        variant_spec = {"original": base, **{v: {**base, "variant": v, "manipulation": str(man)} for v in variants[1:]}}
+    else:
+        variant_spec = {"original": base, "modified": {"name": str(modified)},
+                        **{v: {**base, "variant": v, "noise_epsilon": float(eps)} for v in variants[2:]}}
     evaluation = {"metrics": metrics, "num_points": eval_points, "seed": 0, "batch_size": 1000}
     safe = model.replace(":", "_").replace(".", "_")
     tasks = []
@@ -180,13 +208,15 @@ def audit_model(model: str, dataset: str, manipulation: str | os.PathLike, out: 
     if bad:
         raise RunError(f"{len(bad)} run(s) failed (rerun to retry): "
                        + "; ".join(f"{t['id']}: {r['error']}" for t, r in bad))
-    report = _summarise(out, model, data, modified, man, metrics, health, diagnostics, device)
+    on = {"original": data, "modified": altered}
+    for v in variants[2:]:
+        on[v] = load_variant(**variant_spec[v])
+    report = _summarise(out, model, data, on, metrics, health, diagnostics, device)
     report["table"] = write_report(out)
     return report
 
 
-def _summarise(out: Path, model: str, data, modified, man: Path, metrics, health, diagnostics: bool,
-               device: str) -> dict:
+def _summarise(out: Path, model: str, data, on: dict, metrics, health, diagnostics: bool, device: str) -> dict:
     rows = [r for r in collect_runs(out) if r["model"] == model]
     mig = {v: [r["mig"] for r in rows if r["variant"] == v] for v in AUDIT_VARIANTS
            if any(r["variant"] == v for r in rows)}
@@ -196,10 +226,7 @@ def _summarise(out: Path, model: str, data, modified, man: Path, metrics, health
             for v in AUDIT_VARIANTS if any(r["gaps"] for r in rows if r["variant"] == v)}
     diag = {}
     if diagnostics:
-        on = {"original": data, "modified": modified}
         for v in mig:
-            if v not in on:
-                on[v] = variant_dataset(data, v, man)
             vals = [decoder_diagnostics(r["run_dir"], on[v], device="cpu") for r in rows if r["variant"] == v]
             vals = [x for x in vals if x is not None]
             if vals:
@@ -234,10 +261,12 @@ def _markdown(model, data, mig, drop_rows, names, gaps, health, diag, line) -> s
                   "| factor | " + " | ".join(gaps) + " |", "|---|" + "---|" * len(gaps)]
         for i, n in enumerate(names):
             lines.append(f"| {n} | " + " | ".join(f"{gaps[v][i]:.3f}" for v in gaps) + " |")
-    lines += ["", f"m_ψ's health: std over w {health['std_over_w']:.3f}, saturated {health['saturated_share']:.1%}"
-              + ("" if health.get("gap_end") is None else
-                 f", gap L_dis − L_ent {health['gap_start']:.3g} → {health['gap_end']:.3g}")]
-    lines += [f"- warning: {w}" for w in health["warnings"]]
+    if health is not None:
+        lines += ["", f"m_ψ's health: std over w {health['std_over_w']:.3f}, saturated "
+                  f"{health['saturated_share']:.1%}, mean {health['mean_m']:+.2f}"
+                  + ("" if health.get("gap_end") is None else
+                     f", gap L_dis − L_ent {health['gap_start']:.3g} → {health['gap_end']:.3g}")]
+        lines += [f"- warning: {w}" for w in health["warnings"]]
     if diag:
         lines += ["", "Decoder diagnostics (Rolinek et al. 2019; mean over seeds): |cos| between decoder Jacobian "
                   "columns (0 = orthogonal), and how closely the latent axes follow the data's local principal "

@@ -319,8 +319,12 @@ def _audit_args(a: argparse.ArgumentParser) -> None:
     m = sub.add_parser("model", help="does a training recipe rely on the bias? (original / modified / noise)")
     m.add_argument("--model", required=True, help="a model name, or package.module:Class of your own Model")
     m.add_argument("--dataset", required=True, help="dataset name or file path")
-    m.add_argument("--manipulation", required=True,
+    m.add_argument("--manipulation", default=None,
                    help="a trained m_psi on this dataset (vaebias manipulate, or reproduce --stop-after manipulation)")
+    m.add_argument("--modified", default=None,
+                   help="instead of --manipulation: a file of the modified dataset (e.g. an exported *_modified_*.h5)")
+    m.add_argument("--epsilon", type=positive_float, default=None,
+                   help="with --modified: epsilon of the noise controls (default: the file's epsilon attribute)")
     m.add_argument("--out", required=True, help="results folder (rerun to resume)")
     m.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="default: 0 1 2 3 4")
     m.add_argument("--steps", type=positive_int, default=1500)
@@ -343,7 +347,7 @@ def run_audit(args) -> None:
     options = key_values(args.dataset_option, "--dataset-option")
     if args.audit_what == "model":
         res = audit_model(args.model, args.dataset, args.manipulation, args.out,
-                          seeds=args.seeds, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                          modified=args.modified, epsilon=args.epsilon, seeds=args.seeds, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                           model_params=key_values(args.param), metrics="all" if args.metrics == ["all"] else args.metrics,
                           eval_points=args.eval_points, device=args.device, launcher=args.launcher,
                           workers=args.workers, address=args.address, dataset_options=options,

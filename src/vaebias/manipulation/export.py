@@ -70,25 +70,35 @@ def variant_dataset(base: GroundTruthData, kind: str, manipulation_dir, device="
 VARIANT_KINDS = ("modified", "noise", "sign_noise")
 
 
-def load_variant(name, *, variant: str, manipulation, **kwargs) -> GroundTruthData:
+def load_variant(name, *, variant: str, manipulation=None, noise_epsilon: float | None = None,
+                 noise_seed: int = 0, **kwargs) -> GroundTruthData:
     """``load_dataset(name, **kwargs)`` altered by a trained m_ψ: the paper's modified
-    dataset (``variant="modified"``) or its noise control (``"noise"``), computed on the
-    fly (:func:`variant_dataset`; no exported file needed).
+    dataset (``variant="modified"``) or its noise control (``"noise"``, ``"sign_noise"``),
+    computed on the fly (:func:`variant_dataset`; no exported file needed). A noise control
+    without an m_ψ takes ``noise_epsilon`` (and ``noise_seed``) instead.
 
     Args:
         name, kwargs: what :func:`vaebias.data.load_dataset` takes.
-        variant: ``"modified"`` or ``"noise"``.
+        variant: ``"modified"``, ``"noise"`` or ``"sign_noise"``.
         manipulation: the folder of a finished m_ψ run.
+        noise_epsilon, noise_seed: a noise control without an m_ψ: x + U[−ε, ε] (``"noise"``)
+            or x ± ε (``"sign_noise"``), fixed per image, clipped to [0, 1].
 
     Raises:
-        ConfigError: an unknown ``variant`` or no ``manipulation``; see also
-            :func:`variant_dataset` and :func:`vaebias.data.load_dataset`.
+        ConfigError: an unknown ``variant``, or neither ``manipulation`` nor (for noise)
+            ``noise_epsilon``; see also :func:`variant_dataset` and :func:`vaebias.data.load_dataset`.
     """
     if variant not in VARIANT_KINDS:
         raise ConfigError(f"variant = {variant!r}: expected one of {', '.join(map(repr, VARIANT_KINDS))} "
                           f"(with manipulation = the folder of a trained m_psi)")
+    if manipulation is None and noise_epsilon is not None and variant != "modified":
+        base = load_dataset(name, **kwargs)
+        sign = variant == "sign_noise"
+        return Noisy(base, noise_epsilon, seed=noise_seed, distribution="sign" if sign else "uniform",
+                     name=f"{base.name}_{'signnoise' if sign else 'noise'}")
     if manipulation is None:
-        raise ConfigError(f"variant = {variant!r} needs manipulation = the folder of a trained m_psi")
+        raise ConfigError(f"variant = {variant!r} needs manipulation = the folder of a trained m_psi"
+                          + ("" if variant == "modified" else " (or noise_epsilon)"))
     return variant_dataset(load_dataset(name, **kwargs), variant, manipulation)
 
 
@@ -97,7 +107,8 @@ def load_dataset_spec(spec: dict) -> GroundTruthData:
     keyword arguments, or with ``variant`` and ``manipulation`` those of :func:`load_variant`."""
     if spec.get("variant") is not None or spec.get("manipulation") is not None:
         return load_variant(**spec)
-    return load_dataset(**{k: v for k, v in spec.items() if k not in ("variant", "manipulation")})
+    return load_dataset(**{k: v for k, v in spec.items() if k not in ("variant", "manipulation", "noise_epsilon",
+                                                                      "noise_seed")})
 
 
 def export_variants(base: GroundTruthData, manipulation_dir, out_dir, *, device="auto",
