@@ -315,7 +315,8 @@ def field_health(data: GroundTruthData, manipulation_dir, *, points: int = 2000,
     warnings = []
     mean_m = float(m.mean())
     out["mean_m"] = mean_m
-    try_this = ("try: the l2 objective on unclipped images (loss l2, clip_in_objective false), the rotated "
+    try_this = ("try: references that disentangle (more reference steps: m_psi can only undo a disentangled "
+                "reference), the l2 objective on unclipped images (loss l2, clip_in_objective false), the rotated "
                 "entangled reference (entangled_reference: rotated), or more manipulation steps")
     if abs(mean_m) > HEALTH_LIMITS["abs_mean_m"]:
         warnings.append(f"m_psi collapsed to about {mean_m:+.2f} everywhere (mean over w and pixels): the "
