@@ -102,7 +102,8 @@ def test_rank_correlation_along_a_linear_factor_is_one():
 def test_labelled_sample_is_refused_for_finite_differences():
     imgs = np.random.default_rng(0).integers(0, 255, (5, 1, 16, 16), dtype=np.uint8)
     sample = from_arrays(imgs, np.array([[0, 0], [1, 2], [2, 1], [3, 3], [0, 3]]))
-    with pytest.raises(DataError, match="the dataset audit's finite differences needs neighbouring factor values"):
+    with pytest.raises(DataError, match="a labelled sample of 5 points, not the full grid of 16 .*; the dataset "
+                                        "audit's finite differences requires neighbouring factor values"):
         local_alignment(sample, points=10)
     assert "global" in rank_correlation(sample, pairs=20, resamples=5)
 

@@ -113,20 +113,29 @@ def test_audit_bad_inputs_leave_nothing(tmp_path, mpsi, monkeypatch, capsys):
         assert not (tmp_path / "out").exists()
 
 
-def test_audit_data_bad_inputs_are_one_line(tmp_path, monkeypatch, capsys):
+def test_audit_data_on_a_sample_and_bad_inputs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    images = torch.zeros(5, 1, 16, 16, dtype=torch.uint8).numpy()
+    images = (np.random.default_rng(0).random((5, 1, 16, 16)) * 255).astype(np.uint8)
     np.savez(tmp_path / "sample.npz", images=images, factors=np.array([[0, 0], [1, 2], [2, 1], [3, 3], [0, 3]]))
     np.savez(tmp_path / "wrong.npz", images=images, labels=np.zeros((5, 2), np.int64))
-    cases = [(["audit", "data", "sample.npz", "--out", "out"],
-              "the dataset audit's finite differences needs neighbouring factor values, but dataset 'sample' is a "
-              "labelled sample of 5 points"),
-             (["audit", "data", "wrong.npz", "--out", "out"], "npz with keys ['images', 'labels']")]
-    for argv, message in cases:
-        assert main(argv) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and message in err[0]
-        assert not (tmp_path / "out").exists()
+    # a labelled sample: the rank correlation only, S is n/a
+    assert main(["audit", "data", "sample.npz", "--pairs", "40", "--out", "s"]) == 0
+    cap = capsys.readouterr()
+    assert "n/a (a labelled sample, not the full grid)" in cap.out and "only the rank correlation" in cap.err
+    assert json.loads((tmp_path / "s" / "audit.json").read_text())["original"]["local_alignment"] is None
+    assert main(["audit", "data", "wrong.npz", "--out", "out"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "npz with keys ['images', 'labels']; expected a vaebias dataset (keys images, factors)" \
+        " or the dSprites npz" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_import_path_is_named_as_such(tmp_path, mpsi, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["audit", "model", "--model", "examples.nope:X", "--dataset", "toy", "--manipulation", str(mpsi),
+                 "--out", "o"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vaebias: error: model 'examples.nope:X': cannot import module") and "cannot train" not in err
 
 
 def test_audit_model_with_a_modified_file(tmp_path, mpsi, monkeypatch, capsys):

@@ -51,7 +51,7 @@ def test_labelled_sample():
     missing = f[7]
     with pytest.raises(DataError, match=rf"factors \[{missing[0]}, {missing[1]}\] are not in dataset"):
         d.images(missing[None])
-    with pytest.raises(DataError, match="Laplace transition pairs needs neighbouring factor values.*7 points"):
+    with pytest.raises(DataError, match="a labelled sample of 7 points.*Laplace transition pairs requires neighbouring factor values"):
         LaplaceTransitionSampler(d)
     with pytest.raises(DataError, match="the dataset audit"):
         require_full_grid(d, "the dataset audit")

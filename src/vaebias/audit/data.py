@@ -335,9 +335,13 @@ def rank_correlation(data: GroundTruthData, *, pairs: int = 4000, seed: int = 0,
 
 def audit_dataset(data: GroundTruthData, *, points: int = 1000, pairs: int = 4000, seed: int = 0, device=None,
                   progress: bool = False) -> dict:
-    """:func:`local_alignment` and :func:`rank_correlation` of one dataset, with its description."""
-    return {"dataset": data.describe(), "local_alignment": local_alignment(data, points=points, seed=seed,
-                                                                           device=device, progress=progress),
+    """:func:`local_alignment` and :func:`rank_correlation` of one dataset, with its description.
+    On a labelled sample (not the full grid) the local alignment needs neighbours it does not
+    have: ``"local_alignment"`` is None and only the rank correlation is computed."""
+    grid = getattr(data, "is_full_grid", True)
+    return {"dataset": data.describe(),
+            "local_alignment": local_alignment(data, points=points, seed=seed, device=device, progress=progress)
+            if grid else None,
             "rank_correlation": rank_correlation(data, pairs=pairs, seed=seed, device=device)}
 
 
@@ -352,13 +356,17 @@ def audit_table(results: dict[str, dict]) -> str:
     for label, r in results.items():
         la, rc, sh = r["local_alignment"], r["rank_correlation"]["global"], r.get("shift")
         shift = "" if sh is None else _fmt(sh["shift"], sh["ci_low"], sh["ci_high"])
-        rows.append(f"| {label} | {_fmt(la['score'], la['ci_low'], la['ci_high'])} | "
-                    f"{_fmt(rc['rho'], rc['ci_low'], rc['ci_high'])} | {shift} | {la['points']} |")
+        s = "n/a (a labelled sample, not the full grid)" if la is None else _fmt(la["score"], la["ci_low"],
+                                                                                   la["ci_high"])
+        rows.append(f"| {label} | {s} | {_fmt(rc['rho'], rc['ci_low'], rc['ci_high'])} | {shift} | "
+                    f"{'' if la is None else la['points']} |")
     return "\n".join(rows) + "\n"
 
 
 def _pair_table(results: dict[str, dict]) -> str:
-    labels = list(results)
+    labels = [lab for lab, r in results.items() if r["local_alignment"] is not None]
+    if not labels:
+        return ""
     first = results[labels[0]]["local_alignment"]["pairs"]
     head = "| factor pair | " + " | ".join(f"{lab}: S_kl (overlap)" for lab in labels) + " |"
     rows = [head, "|---|" + "---|" * len(labels)]
@@ -381,11 +389,20 @@ def write_dataset_audit(results: dict[str, dict], out: str | os.PathLike) -> dic
           "(1: aligned and identifiable, 0: not), the rank correlation of factor and pixel distances, and for "
           "a variant the systematic shift of its local structure from the original (0: none; zero-mean "
           "per-image noise stays near 0).\n\n"
-          + audit_table(results) + "\nPer factor pair: S_kl, and in brackets the mean |cos| between the two "
-          "factors' pixel changes.\n\n" + _pair_table(results))
+          + audit_table(results))
+    health = next((r["manipulation_health"] for r in results.values() if r.get("manipulation_health")), None)
+    if health is not None:
+        md += (f"\nm_ψ's health: std over w {health['std_over_w']:.3f}, saturated {health['saturated_share']:.1%}, "
+               f"mean {health['mean_m']:+.2f}\n" + "".join(f"- warning: {w}\n" for w in health["warnings"]))
+    pairs = _pair_table(results)
+    if pairs:
+        md += ("\nPer factor pair: S_kl, and in brackets the mean |cos| between the two factors' pixel changes.\n\n"
+               + pairs)
     with atomic_path(out / "audit.md") as tmp:
         tmp.write_text(md, encoding="utf-8")
-    labels = list(results)
+    labels = [lab for lab, r in results.items() if r["local_alignment"] is not None]
+    if not labels:
+        return {"json": str(out / "audit.json"), "md": str(out / "audit.md"), "png": None, "markdown": md}
     names = results[labels[0]]["local_alignment"]["factors"]
     k = len(names)
     fig, axes = new_figure(1, len(labels), figsize=(3.2 * len(labels) + 0.8, 3.2), squeeze=False)

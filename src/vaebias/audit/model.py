@@ -36,7 +36,7 @@ from vaebias.data import load_dataset
 from vaebias.experiments.launchers import Runner
 from vaebias.manipulation import field_health, load_field, load_variant, variant_dataset
 from vaebias.metrics import available as metric_names
-from vaebias.models import build_model, defaults_key, model_label
+from vaebias.models import build_model, defaults_key, get_model_class, model_label
 from vaebias.report import collect_runs, drops, write_report
 from vaebias.training import RunConfig
 
@@ -132,6 +132,7 @@ def audit_model(model: str, dataset: str, manipulation: str | os.PathLike | None
             all of them before any folder is created or run trained.
     """
     seeds, metrics = _check_inputs(model, seeds, steps, metrics, batch_size, lr)
+    get_model_class(model)  # an unknown name or a bad import path: its own message
     options = dict(dataset_options or {})
     data = load_dataset(dataset, **options)
     if (manipulation is None) == (modified is None):
@@ -168,7 +169,7 @@ def audit_model(model: str, dataset: str, manipulation: str | os.PathLike | None
             "seeds": seeds, "steps": steps, "batch_size": batch_size, "lr": lr,
             "model_params": dict(model_params or {}), "metrics": metrics, "eval_points": eval_points,
             "variants": list(variants),
-            "profile": {"name": "audit", "reduced": True, "train_steps": steps, "seeds": seeds}}
+            "profile": {"name": "audit", "audit": True, "reduced": True, "train_steps": steps, "seeds": seeds}}
     if man is not None:
         spec["manipulation"] = os.path.relpath(man.resolve(), out.resolve())
     else:

@@ -28,7 +28,7 @@ from vaebias.cli.args import (
     print_and_write,
 )
 from vaebias.data import available as dataset_names
-from vaebias.data import load_dataset, require_full_grid
+from vaebias.data import load_dataset
 from vaebias.experiments import evaluate_run, sweep, udr_runs
 from vaebias.manipulation import (
     ManipulationConfig,
@@ -327,12 +327,13 @@ def _audit_args(a: argparse.ArgumentParser) -> None:
                    help="with --modified: epsilon of the noise controls (default: the file's epsilon attribute)")
     m.add_argument("--out", required=True, help="results folder (rerun to resume)")
     m.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="default: 0 1 2 3 4")
-    m.add_argument("--steps", type=positive_int, default=1500)
-    m.add_argument("--batch-size", type=positive_int, default=64)
-    m.add_argument("--lr", type=positive_float, default=1e-4)
+    m.add_argument("--steps", type=positive_int, default=1500, help="training steps of every run (default: 1500)")
+    m.add_argument("--batch-size", type=positive_int, default=64, help="default: 64")
+    m.add_argument("--lr", type=positive_float, default=1e-4, help="Adam's learning rate (default: 1e-4)")
     m.add_argument("--param", action="append", metavar="KEY=VALUE", help="model hyperparameter, e.g. beta=8")
-    m.add_argument("--metrics", nargs="+", default=["mig", "active_units"], help="metric names, or all")
-    m.add_argument("--eval-points", type=positive_int, default=10_000)
+    m.add_argument("--metrics", nargs="+", default=["mig", "active_units"],
+                   help="metric names, or all (default: mig active_units)")
+    m.add_argument("--eval-points", type=positive_int, default=10_000, help="default: 10000")
     m.add_argument("--dataset-option", action="append", metavar="KEY=VALUE", help="a dataset option (repeatable)")
     m.add_argument("--sign-noise", action="store_true",
                    help="also train on the sign-noise control x +- eps (the verdict takes the larger noise drop)")
@@ -360,17 +361,20 @@ def run_audit(args) -> None:
     if args.manipulation is not None:
         datasets["modified"] = variant_dataset(data, "modified", args.manipulation)
         datasets["noise"] = variant_dataset(data, "noise", args.manipulation)
-    require_full_grid(data, "the dataset audit's finite differences")
+    if not data.is_full_grid:
+        log.warning(f"{args.dataset}: a labelled sample, not the full grid: the local alignment needs neighbouring "
+                    f"factor values, so only the rank correlation is computed")
     if args.out is not None:
         ensure_writable_dir(args.out)
     results = {}
     for label, d in datasets.items():
         results[label] = audit_dataset(d, points=args.points, pairs=args.pairs, seed=args.seed, device=args.device,
                                        progress=not args.no_progress)
-        if label != "original":
+        if label != "original" and data.is_full_grid:
             results[label]["shift"] = systematic_shift(data, d, points=args.points, seed=args.seed, device=args.device)
         la = results[label]["local_alignment"]
-        log.info(f"{label}: local alignment {la['score']:.3f} [{la['ci_low']:.3f}, {la['ci_high']:.3f}]")
+        if la is not None:
+            log.info(f"{label}: local alignment {la['score']:.3f} [{la['ci_low']:.3f}, {la['ci_high']:.3f}]")
     if args.manipulation is not None:
         health = field_health(data, args.manipulation)
         results["original"]["manipulation_health"] = health
@@ -379,7 +383,7 @@ def run_audit(args) -> None:
     if args.out is not None:
         paths = write_dataset_audit(results, args.out)
         print(paths["markdown"], end="")
-        log.info(f"written: {paths['md']}, {paths['json']}, {paths['png']}")
+        log.info("written: " + ", ".join(str(p) for p in (paths["md"], paths["json"], paths["png"]) if p))
     else:
         print(audit_table(results), end="")
 

@@ -92,7 +92,8 @@ def _load_file(path: Path, **kwargs) -> GroundTruthData:
             return read_npz(path)
         if "imgs" in members:
             return DSpritesFile(path)
-        raise DataError(f"{path}: npz with keys {sorted(members)}; {expected}")
+        raise DataError(f"{path}: npz with keys {sorted(members)}; expected a vaebias dataset (keys images, factors) "
+                        f"or the dSprites npz (keys imgs, latents_classes, latents_values)")
     raise DataError(f"{path}: neither HDF5 nor npz (zip); {expected}")
 
 

@@ -55,10 +55,11 @@ def require_full_grid(data: GroundTruthData, what: str) -> None:
         DataError: ``data`` is a labelled sample, not a full grid.
     """
     if not getattr(data, "is_full_grid", True):
+        where = getattr(data, "source", None) or getattr(data, "path", None) or data.name
         raise DataError(
-            f"{what} needs neighbouring factor values, but dataset {data.name!r} is a labelled sample of "
-            f"{len(data)} points, not the full grid of {int(np.prod(data.factor_sizes, dtype=np.int64))} "
-            f"(sizes {tuple(data.factor_sizes)}); expected a full factor grid"
+            f"{where}: a labelled sample of {len(data)} points, not the full grid of "
+            f"{int(np.prod(data.factor_sizes, dtype=np.int64))} (sizes {tuple(data.factor_sizes)}); {what} "
+            f"requires neighbouring factor values, so expected a full factor grid"
         )
 
 

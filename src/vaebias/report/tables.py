@@ -113,13 +113,14 @@ def _drops_markdown(drop_rows: list[dict], dataset: str) -> str:
         return ""
     models, variants = _order({d["model"] for d in drop_rows}, {d["variant"] for d in drop_rows})
     cell = {(d["model"], d["variant"]): d for d in drop_rows}
+    with_ae = any(d["above_ae"] is not None for d in drop_rows)
     lines = [f"\nChange of mean MIG from the original data ({dataset}): mean(variant) − mean(original), "
-             "[95 % percentile bootstrap interval], two-sided permutation p-value over seeds. "
-             "A model whose original MIG is not clearly above the AE's (the interval of the "
-             "difference includes 0) does not disentangle at this scale: its changes say nothing "
-             "about the paper's effect.\n",
-             "| model | " + " | ".join(f"{VARIANT_LABELS.get(v, v)} − orig." for v in variants) + " | |",
-             "|---|" + "---|" * (len(variants) + 1)]
+             "[95 % percentile bootstrap interval], two-sided permutation p-value over seeds."
+             + (" A model whose original MIG is not clearly above the AE's (the interval of the "
+                "difference includes 0) does not disentangle at this scale: its changes say nothing "
+                "about the paper's effect." if with_ae else "") + "\n",
+             "| model | " + " | ".join(f"{VARIANT_LABELS.get(v, v)} − orig." for v in variants) + (" | |" if with_ae else " |"),
+             "|---|" + "---|" * (len(variants) + (1 if with_ae else 0))]
     for m in models:
         vals = []
         for v in variants:
@@ -128,7 +129,7 @@ def _drops_markdown(drop_rows: list[dict], dataset: str) -> str:
                         f"{d['diff_vs_original']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}], p = {d['p_value']:.3f}")
         above = next((d["above_ae"] for d in drop_rows if d["model"] == m), None)
         note = "does not disentangle at this scale" if above is False else ""
-        lines.append(f"| {model_label(m)} | " + " | ".join(vals) + f" | {note} |")
+        lines.append(f"| {model_label(m)} | " + " | ".join(vals) + (f" | {note} |" if with_ae else " |"))
     return "\n".join(lines) + "\n"
 
 
@@ -281,7 +282,10 @@ def _markdown(summary, dataset: str, profile: dict) -> str:
     models, variants = _order({s["model"] for s in summary}, {s["variant"] for s in summary})
     cell = {(s["model"], s["variant"]): s for s in summary}
     lines = []
-    if profile.get("reduced", True):
+    if profile.get("audit"):  # a `vaebias audit model` folder
+        lines.append(f"Model audit ({profile.get('train_steps')} training steps, {len(profile.get('seeds', []))} "
+                     f"seeds per variant; see audit_model.md for the verdict).\n")
+    elif profile.get("reduced", True):
         per_model = ", ".join(f"{model_label(m)} {n}" for m, n in (profile.get("model_steps") or {}).items())
         lines.append(
             f"**Reduced protocol** (profile `{profile.get('name')}`: {profile.get('train_steps')} training "
