@@ -103,6 +103,7 @@ def fit(
     description: str | None = None,
     callback: Callable[[int, dict], None] | None = None,
     record_classes: dict | None = None,
+    announce: Callable[[], None] | None = None,
 ) -> dict:
     """Train ``model`` on ``data`` in ``run_dir``, resuming from its checkpoint if any.
     Seeds torch's global random generator (``torch.manual_seed(train_config.seed)``, and
@@ -124,6 +125,8 @@ def fit(
             to interrupt a run).
         record_classes: config dataclasses of ``record``'s sections besides ``"train"``
             (see :func:`open_run_dir`).
+        announce: called once the run directory is open, before the first step (``train``
+            logs the hyperparameters there, so that a refused run logs nothing).
 
     Returns:
         dict with ``"step"``, ``"resumed_from"`` and the last logged loss terms.
@@ -136,6 +139,8 @@ def fit(
     model.to(device)
     layout = _apply_speed_settings(model, cfg, device)  # refuses bad settings before anything is written
     run_dir = open_run_dir(run_dir, record, record_classes)
+    if announce is not None:
+        announce()
 
     torch.manual_seed(cfg.seed)  # re-seeded so the model's RNG state is the run's own
     rng = np.random.default_rng(cfg.seed)
@@ -306,9 +311,8 @@ def train(config: RunConfig | dict, run_dir: str | os.PathLike, data=None, *, pr
     if data is None:
         data = load_dataset(**config.dataset)
     model, record = build_run(config, data)
-    open_run_dir(run_dir, record)  # an unusable folder is the error, before any log line
-    log_hyperparameters(config, model, data)
     fit(model, data, run_dir, config.train, record, progress=progress,
+        announce=lambda: log_hyperparameters(config, model, data),
         description=f"{config.model} seed {config.train.seed}", callback=callback)
     return model.eval()
 
