@@ -116,12 +116,9 @@ class GroundTruthData(ABC):
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             bad = idx[(idx < 0) | (idx >= len(self))][0]
             raise DataError(f"index {bad} out of range; expected 0 <= index < {len(self)}")
-        out = np.empty((idx.size, self.num_factors), dtype=np.int64)
-        rem = idx.copy()
-        for k, base in enumerate(self.factor_bases):
-            out[:, k] = rem // base
-            rem = rem % base
-        return out
+        if not self.num_factors:
+            return np.zeros((idx.size, 0), dtype=np.int64)
+        return np.stack(np.unravel_index(idx, self.factor_sizes), axis=1).astype(np.int64, copy=False)
 
     def sample_factors(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` factor rows drawn uniformly with replacement: int64 (n, K)."""
@@ -187,8 +184,8 @@ class GroundTruthData(ABC):
         if bad.any():
             raise IndexError(f"index {list(indices)[int(np.argmax(bad))]} out of range; "
                              f"expected -{n} <= index < {n}")
-        factors = self.factors_of(idx)
-        images = self.images(factors)
+        factors = self.factors_of(idx)  # valid by construction: no second validation in images()
+        images = self._images_at(factors, torch.device("cpu"))
         return list(zip(images.unbind(0), torch.from_numpy(factors).unbind(0)))
 
     def describe(self) -> dict:
