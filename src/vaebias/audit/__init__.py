@@ -5,6 +5,7 @@ its factors?) and :mod:`vaebias.audit.model` (does a training recipe rely on it?
 from vaebias.audit.data import (
     alignment_from_gram,
     audit_dataset,
+    audit_datasets,
     audit_table,
     local_alignment,
     local_gram,
@@ -13,5 +14,5 @@ from vaebias.audit.data import (
     write_dataset_audit,
 )
 
-__all__ = ["alignment_from_gram", "audit_dataset", "audit_table", "local_alignment", "local_gram",
+__all__ = ["alignment_from_gram", "audit_dataset", "audit_datasets", "audit_table", "local_alignment", "local_gram",
            "rank_correlation", "systematic_shift", "write_dataset_audit"]

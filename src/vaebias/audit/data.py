@@ -56,7 +56,7 @@ from vaebias.data import GroundTruthData, require_full_grid
 from vaebias.report.figures import new_figure, save_figure
 
 __all__ = ["alignment_from_gram", "factor_jacobian", "local_alignment", "local_gram", "ordinal_factors",
-           "audit_points", "ratio_ci", "systematic_shift", "rank_correlation", "audit_dataset",
+           "audit_datasets", "audit_points", "ratio_ci", "systematic_shift", "rank_correlation", "audit_dataset",
            "audit_table", "write_dataset_audit"]
 
 
@@ -206,15 +206,24 @@ def local_alignment(data: GroundTruthData, *, points: int = 1000, seed: int = 0,
     Raises:
         DataError: not a full grid; ConfigError: fewer than two ordinal factors, points < 2.
     """
+    return _alignment_of(data, _gram_at_audit_points(data, points, seed, device, progress), resamples, seed)
+
+
+def _gram_at_audit_points(data: GroundTruthData, points: int, seed: int, device, progress: bool) -> np.ndarray:
+    """G at the ``points`` audit points of generator ``seed``: float64 (points, K', K')."""
     if not (isinstance(points, int) and points >= 2):
         raise ConfigError(f"points = {points!r}; expected an integer >= 2")
-    ords = ordinal_factors(data)
     require_full_grid(data, "the dataset audit's finite differences")
     w = audit_points(data, points, np.random.default_rng(seed))
     grams = []
     for a in tqdm(range(0, points, 256), disable=not progress, desc=f"audit {data.name}", leave=False):
         grams.append(local_gram(data, w[a:a + 256], device=device))
-    gram = np.concatenate(grams)
+    return np.concatenate(grams)
+
+
+def _alignment_of(data: GroundTruthData, gram: np.ndarray, resamples: int, seed: int) -> dict:
+    """:func:`local_alignment`'s result from the Gram matrices at the audit points."""
+    ords = ordinal_factors(data)
     parts = alignment_from_gram(gram)
     score, lo, hi = ratio_ci(parts["num"], parts["den"], resamples=resamples, seed=seed)
     pairs = []
@@ -230,7 +239,7 @@ def local_alignment(data: GroundTruthData, *, points: int = 1000, seed: int = 0,
             overlap = float(np.mean(np.abs(b[both]) / np.sqrt(a[both] * d[both]))) if both.any() else float("nan")
             pairs.append({"factors": [data.factor_names[ords[i]], data.factor_names[ords[j]]], "alignment": v,
                           "ci_low": pl, "ci_high": ph, "overlap": overlap})
-    return {"score": score, "ci_low": lo, "ci_high": hi, "points": points,
+    return {"score": score, "ci_low": lo, "ci_high": hi, "points": len(gram),
             "factors": [data.factor_names[k] for k in ords], "pairs": pairs,
             "identifiable": float(parts["den"].mean())}
 
@@ -259,13 +268,21 @@ def systematic_shift(base: GroundTruthData, other: GroundTruthData, *, points: i
         ``{"shift", "ci_low", "ci_high", "mean_abs_change", "pairs": {"a × b": mean change}}``;
         ``mean_abs_change`` is the mean per-point |change| (noise and structure alike).
     """
+    _check_same_grid(base, other)
+    return _shift_of(base, _gram_at_audit_points(base, points, seed, device, False),
+                     _gram_at_audit_points(other, points, seed, device, False), resamples, seed)
+
+
+def _check_same_grid(base: GroundTruthData, other: GroundTruthData) -> None:
     if tuple(base.factor_sizes) != tuple(other.factor_sizes):
         raise ConfigError(f"{other.name!r} has factor sizes {tuple(other.factor_sizes)}, {base.name!r} "
                           f"{tuple(base.factor_sizes)}; expected the same grid")
-    require_full_grid(base, "the dataset audit's finite differences")
-    w = audit_points(base, points, np.random.default_rng(seed))
-    delta = _pair_correlations(local_gram(other, w, device=device)) - _pair_correlations(local_gram(base, w,
-                                                                                                   device=device))
+
+
+def _shift_of(base: GroundTruthData, g_base: np.ndarray, g_other: np.ndarray, resamples: int, seed: int) -> dict:
+    """:func:`systematic_shift`'s result from the Gram matrices at the same audit points."""
+    delta = _pair_correlations(g_other) - _pair_correlations(g_base)
+    points = len(delta)
     value = float(np.abs(delta.mean(0)).mean())
     rng = np.random.default_rng(seed)
     boots = [float(np.abs(delta[rng.integers(0, points, points)].mean(0)).mean()) for _ in range(resamples)]
@@ -274,6 +291,12 @@ def systematic_shift(base: GroundTruthData, other: GroundTruthData, *, points: i
     iu = np.triu_indices(len(names), 1)
     return {"shift": value, "ci_low": float(lo), "ci_high": float(hi), "mean_abs_change": float(np.abs(delta).mean()),
             "pairs": {f"{names[i]} × {names[j]}": float(v) for i, j, v in zip(*iu, delta.mean(0))}}
+
+
+def _image_distances(data: GroundTruthData, a: np.ndarray, b: np.ndarray, device) -> np.ndarray:
+    """Mean squared pixel distance between the images of factor rows ``a`` and ``b``: float64 (n,)."""
+    return np.concatenate([_mse(data.images(a[i:i + 512], device=device).cpu(),
+                                data.images(b[i:i + 512], device=device).cpu()) for i in range(0, len(a), 512)])
 
 
 def _mse(x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
@@ -312,8 +335,7 @@ def rank_correlation(data: GroundTruthData, *, pairs: int = 4000, seed: int = 0,
     rng = np.random.default_rng(seed)
     a, b = data.sample_factors(pairs, rng), data.sample_factors(pairs, rng)
     fd = np.abs(a - b).sum(1).astype(np.float64)
-    dd = np.concatenate([_mse(data.images(a[i:i + 512], device=device).cpu(),
-                              data.images(b[i:i + 512], device=device).cpu()) for i in range(0, pairs, 512)])
+    dd = _image_distances(data, a, b, device)
     out = {"global": dict(zip(("rho", "ci_low", "ci_high"), _spearman_ci(fd, dd, resamples=resamples, seed=seed))),
            "per_factor": {}, "pairs": pairs}
     if not data.is_full_grid:
@@ -325,8 +347,7 @@ def rank_correlation(data: GroundTruthData, *, pairs: int = 4000, seed: int = 0,
         p = data.sample_factors(per, rng)
         q = p.copy()
         q[:, k] = rng.integers(0, size, per)
-        d = np.concatenate([_mse(data.images(p[i:i + 512], device=device).cpu(),
-                                 data.images(q[i:i + 512], device=device).cpu()) for i in range(0, per, 512)])
+        d = _image_distances(data, p, q, device)
         out["per_factor"][data.factor_names[k]] = dict(zip(
             ("rho", "ci_low", "ci_high"),
             _spearman_ci(np.abs(p[:, k] - q[:, k]).astype(np.float64), d, resamples=resamples, seed=seed + 1 + k)))
@@ -338,11 +359,39 @@ def audit_dataset(data: GroundTruthData, *, points: int = 1000, pairs: int = 400
     """:func:`local_alignment` and :func:`rank_correlation` of one dataset, with its description.
     On a labelled sample (not the full grid) the local alignment needs neighbours it does not
     have: ``"local_alignment"`` is None and only the rank correlation is computed."""
-    grid = getattr(data, "is_full_grid", True)
-    return {"dataset": data.describe(),
-            "local_alignment": local_alignment(data, points=points, seed=seed, device=device, progress=progress)
-            if grid else None,
-            "rank_correlation": rank_correlation(data, pairs=pairs, seed=seed, device=device)}
+    return audit_datasets({"data": data}, points=points, pairs=pairs, seed=seed, device=device,
+                          progress=progress)["data"]
+
+
+def audit_datasets(datasets: dict[str, GroundTruthData], *, points: int = 1000, pairs: int = 4000, seed: int = 0,
+                   resamples: int = 2000, device=None, progress: bool = False) -> dict[str, dict]:
+    """:func:`audit_dataset` of each dataset at the same points, and for every dataset after
+    the first (the original) its :func:`systematic_shift` from the first, under ``"shift"``.
+    Each dataset's Gram matrices are computed once.
+
+    Args:
+        datasets: ``{label: dataset}`` on one factor grid, the original first.
+
+    Returns:
+        ``{label: {"dataset", "local_alignment" (None on a labelled sample), "rank_correlation"[,
+        "shift"]}}``.
+    """
+    base_label, base = next(iter(datasets.items()))
+    grid = getattr(base, "is_full_grid", True)
+    out, base_gram = {}, None
+    for label, data in datasets.items():
+        _check_same_grid(base, data)
+        res = {"dataset": data.describe(), "local_alignment": None}
+        if grid:
+            gram = _gram_at_audit_points(data, points, seed, device, progress)
+            res["local_alignment"] = _alignment_of(data, gram, resamples, seed)
+            if label == base_label:
+                base_gram = gram
+            else:
+                res["shift"] = _shift_of(base, base_gram, gram, resamples, seed)
+        res["rank_correlation"] = rank_correlation(data, pairs=pairs, seed=seed, device=device)
+        out[label] = res
+    return out
 
 
 def _fmt(v: float, lo: float, hi: float) -> str:

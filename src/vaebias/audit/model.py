@@ -77,7 +77,7 @@ def verdict(mig: dict[str, list[float]], drop_rows: dict[str, dict]) -> str:
             f"(the interval reaches 0 or above)")
 
 
-def _check_inputs(model, seeds, steps, metrics, batch_size, lr) -> tuple[list[int], list[str]]:
+def _check_inputs(seeds, steps, metrics, batch_size, lr) -> tuple[list[int], list[str]]:
     seeds = list(seeds)
     check(len(seeds) >= 2 and len(set(seeds)) == len(seeds)
           and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds),
@@ -131,7 +131,7 @@ def audit_model(model: str, dataset: str, manipulation: str | os.PathLike | None
             ``manipulation``, an m_ψ of another dataset, or ``out`` holding another audit;
             all of them before any folder is created or run trained.
     """
-    seeds, metrics = _check_inputs(model, seeds, steps, metrics, batch_size, lr)
+    seeds, metrics = _check_inputs(seeds, steps, metrics, batch_size, lr)
     get_model_class(model)  # an unknown name or a bad import path: its own message
     options = dict(dataset_options or {})
     data = load_dataset(dataset, **options)

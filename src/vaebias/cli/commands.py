@@ -14,7 +14,7 @@ from vaebias._internal.config import FAST_STEP, TrainConfig
 from vaebias._internal.errors import ConfigError
 from vaebias._internal.io import ensure_writable_dir, read_yaml, versions, write_json
 from vaebias._internal.log import get_logger
-from vaebias.audit import audit_dataset, audit_table, systematic_shift, write_dataset_audit
+from vaebias.audit import audit_datasets, audit_table, write_dataset_audit
 from vaebias.audit.model import audit_model
 from vaebias.cli.args import (
     add_config_flags,
@@ -366,13 +366,10 @@ def run_audit(args) -> None:
                     f"factor values, so only the rank correlation is computed")
     if args.out is not None:
         ensure_writable_dir(args.out)
-    results = {}
-    for label, d in datasets.items():
-        results[label] = audit_dataset(d, points=args.points, pairs=args.pairs, seed=args.seed, device=args.device,
-                                       progress=not args.no_progress)
-        if label != "original" and data.is_full_grid:
-            results[label]["shift"] = systematic_shift(data, d, points=args.points, seed=args.seed, device=args.device)
-        la = results[label]["local_alignment"]
+    results = audit_datasets(datasets, points=args.points, pairs=args.pairs, seed=args.seed, device=args.device,
+                             progress=not args.no_progress)
+    for label, res in results.items():
+        la = res["local_alignment"]
         if la is not None:
             log.info(f"{label}: local alignment {la['score']:.3f} [{la['ci_low']:.3f}, {la['ci_high']:.3f}]")
     if args.manipulation is not None:

@@ -164,7 +164,7 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
                           f"dSprites 0.1, Shapes3D 0.175); give one with --epsilon (Python: epsilon=) or the "
                           f"profile's manipulation.epsilon")
     log.info(f"epsilon = {epsilon:g} ("
-             + ("given" if epsilon is not None and given_epsilon else "the profile's" if "epsilon" in prof.manipulation else
+             + ("given" if given_epsilon else "the profile's" if "epsilon" in prof.manipulation else
                 f"the default of dataset {data.name!r}") + ")")
     out = ensure_writable_dir(out)  # created only after the checks above: a refusal leaves no folder
     spec = {"dataset": dataset, "data_dir": data_dir, "profile": to_dict(prof)}
