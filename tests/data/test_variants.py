@@ -1,3 +1,5 @@
+import sys
+
 import h5py
 import numpy as np
 import pytest
@@ -121,8 +123,8 @@ def test_interrupted_export_resumes(tmp_path, toy):
     with pytest.raises(KeyboardInterrupt):
         export_dataset(Flaky(toy, 0.1), target, kind="noise", base=toy, epsilon=0.1, chunk=16, progress=False)
     assert not target.exists()
-    with h5py.File(str(target) + ".partial") as f:
-        assert f.attrs["rows_done"] == 32
+    with h5py.File(str(target) + ".partial") as f:  # two chunks written; rows_done only when complete
+        assert f.attrs["rows_done"] == 0 and [bool(d) for d in f["chunk_sha256"][...]] == [True, True, False, False]
     export_dataset(Flaky(toy, 0.1), target, kind="noise", base=toy, epsilon=0.1, chunk=16, progress=False)
     assert calls["n"] == 3 + 2  # only the two missing chunks were computed
     full = export_dataset(Noisy(toy, 0.1), tmp_path / "ref.h5", kind="noise", base=toy, epsilon=0.1,
@@ -200,3 +202,115 @@ def test_dataset_registry_loads_a_registered_class_and_checks_its_options():
     finally:
         _REGISTRY.pop("toy_for_registry_test")
     assert type(load_dataset("toy")).epsilon == 0.1 and type(load_dataset("shapes3d")).epsilon == 0.175
+
+
+def _same_export(a, b) -> None:
+    """Two export files hold the same images, factors, digests and attributes."""
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        assert sorted(fa) == sorted(fb) == ["chunk_max_abs_change", "chunk_sha256", "factors", "images"]
+        for key in fa:
+            assert np.array_equal(fa[key][...], fb[key][...]), key
+        assert dict(fa.attrs) == pytest.approx(dict(fb.attrs), nan_ok=True)
+
+
+_FULL_DISK = """
+import resource, signal, sys
+from vaebias._internal.errors import RunError
+from vaebias.data import Noisy, export_dataset
+from vaebias.data.toy import ToySquares
+toy = ToySquares(num_positions=8, side=12)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+try:
+    export_dataset(Noisy(toy, 0.1), sys.argv[1], kind="noise", base=toy, epsilon=0.1, chunk=16, progress=False)
+except RunError as e:
+    print(e)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+def test_export_on_a_full_disk_is_an_error_and_the_rerun_is_identical(tmp_path, toy):
+    # a real write error from the kernel: the file may not grow past 100 kB (the export is ~270 kB)
+    import subprocess
+    import sys
+
+    target = tmp_path / "toy_noise.h5"
+    res = subprocess.run([sys.executable, "-c", _FULL_DISK, str(target)], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 3, res.stderr
+    assert "write failed" in res.stdout and "nothing was renamed" in res.stdout
+    assert not target.exists()  # never renamed to the final name
+    ref = export_dataset(Noisy(toy, 0.1), tmp_path / "ref.h5", kind="noise", base=toy, epsilon=0.1, chunk=16,
+                         progress=False)
+    export_dataset(Noisy(toy, 0.1), target, kind="noise", base=toy, epsilon=0.1, chunk=16, progress=False)
+    _same_export(target, ref)
+
+
+@pytest.mark.parametrize("damage", ["pixel", "zero_factors", "rows_done"])
+def test_an_export_that_disagrees_with_itself_is_rebuilt(tmp_path, toy, damage, caplog):
+    ref = export_dataset(Noisy(toy, 0.1), tmp_path / "ref.h5", kind="noise", base=toy, epsilon=0.1, chunk=16,
+                         progress=False)
+    p = export_dataset(Noisy(toy, 0.1), tmp_path / "n.h5", kind="noise", base=toy, epsilon=0.1, chunk=16,
+                       progress=False)
+    with h5py.File(p, "r+") as f:
+        if damage == "pixel":  # a silently lost write: one pixel differs from what was written
+            f["images"][40, 0, 5, 5] ^= 1
+        elif damage == "zero_factors":  # the issue's full-disk file: complete counter, factors zeros
+            f["factors"][32:] = 0
+        else:
+            f.attrs["rows_done"] = 16
+    export_dataset(Noisy(toy, 0.1), p, kind="noise", base=toy, epsilon=0.1, chunk=16, progress=False)
+    assert "rebuilding it" in caplog.text
+    _same_export(p, ref)
+
+
+def test_a_partial_with_a_bad_chunk_resumes_from_the_last_intact_one(tmp_path, toy):
+    calls = {"n": 0}
+
+    class Counting(Noisy):
+        def with_base(self, factors, device):
+            calls["n"] += 1
+            if calls["n"] == 4:
+                raise KeyboardInterrupt
+            return super().with_base(factors, device)
+
+    target = tmp_path / "n.h5"
+    with pytest.raises(KeyboardInterrupt):
+        export_dataset(Counting(toy, 0.1), target, kind="noise", base=toy, epsilon=0.1, chunk=16, progress=False)
+    with h5py.File(str(target) + ".partial", "r+") as f:
+        assert [bool(d) for d in f["chunk_sha256"][...]] == [True, True, True, False]
+        f["images"][20, 0, 0, 0] ^= 1  # chunk 1 (rows 16-31) no longer matches its digest
+    calls["n"] = 10
+    export_dataset(Counting(toy, 0.1), target, kind="noise", base=toy, epsilon=0.1, chunk=16, progress=False)
+    assert calls["n"] == 10 + 3  # chunks 1, 2, 3 rewritten; chunk 0 kept
+    ref = export_dataset(Noisy(toy, 0.1), tmp_path / "ref.h5", kind="noise", base=toy, epsilon=0.1, chunk=16,
+                         progress=False)
+    _same_export(target, ref)
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EIO"])
+def test_a_write_error_midway_is_an_error_and_the_rerun_is_identical(tmp_path, toy, monkeypatch, code):
+    import errno
+    import os
+
+    from vaebias._internal.errors import RunError
+
+    real, calls = os.pwrite, {"n": 0}
+
+    def failing(fd, data, offset):
+        calls["n"] += 1
+        if calls["n"] == 9:  # chunk 2's images (4 writes per chunk)
+            raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+        return real(fd, data, offset)
+
+    target = tmp_path / "n.h5"
+    monkeypatch.setattr(os, "pwrite", failing)
+    with pytest.raises(RunError, match=f"write failed \\({os.strerror(getattr(errno, code))}\\).*rerun"):
+        export_dataset(Noisy(toy, 0.1), target, kind="noise", base=toy, epsilon=0.1, chunk=16, progress=False)
+    monkeypatch.setattr(os, "pwrite", real)
+    assert not target.exists() and target.with_name("n.h5.partial").exists()
+    export_dataset(Noisy(toy, 0.1), target, kind="noise", base=toy, epsilon=0.1, chunk=16, progress=False)
+    ref = export_dataset(Noisy(toy, 0.1), tmp_path / "ref.h5", kind="noise", base=toy, epsilon=0.1, chunk=16,
+                         progress=False)
+    _same_export(target, ref)

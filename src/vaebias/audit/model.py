@@ -30,6 +30,7 @@ import numpy as np
 from vaebias._internal.config import TrainConfig, check, to_dict
 from vaebias._internal.errors import ConfigError, RunError
 from vaebias._internal.io import atomic_path, ensure_writable_dir, read_yaml, write_json, write_yaml
+from vaebias._internal.lock import folder_lock
 from vaebias._internal.log import get_logger
 from vaebias.audit.diagnostics import decoder_diagnostics
 from vaebias.data import load_dataset
@@ -164,57 +165,58 @@ def audit_model(model: str, dataset: str, manipulation: str | os.PathLike | None
                     resources={"num_cpus": 1, "num_gpus": 1 if str(device).startswith("cuda") else 0})
     variants = AUDIT_VARIANTS if sign_noise else AUDIT_VARIANTS[:3]
     out = ensure_writable_dir(out)  # only after every check
-    spec = {"audit": "model", "model": model, "dataset": dataset, "dataset_options": options,
-            "epsilon": float(eps),
-            "seeds": seeds, "steps": steps, "batch_size": batch_size, "lr": lr,
-            "model_params": dict(model_params or {}), "metrics": metrics, "eval_points": eval_points,
-            "variants": list(variants),
-            "profile": {"name": "audit", "audit": True, "reduced": True, "train_steps": steps, "seeds": seeds}}
-    if man is not None:
-        spec["manipulation"] = os.path.relpath(man.resolve(), out.resolve())
-    else:
-        spec["modified"] = str(modified)
-    spec_path = out / "audit.yaml"
-    if spec_path.exists() and read_yaml(spec_path) != spec:
-        raise RunError(f"{str(out)!r} holds another audit (see {spec_path}); use a new --out folder")
-    write_yaml(spec_path, spec)
-    health = field_health(data, man) if man is not None else None
-    for w in (health or {}).get("warnings", []):
-        log.warning(w)
-    base = {"name": str(dataset), **options}
-    if man is not None:
-        variant_spec = {"original": base, **{v: {**base, "variant": v, "manipulation": str(man)} for v in variants[1:]}}
-    else:
-        variant_spec = {"original": base, "modified": {"name": str(modified)},
-                        **{v: {**base, "variant": v, "noise_epsilon": float(eps)} for v in variants[2:]}}
-    evaluation = {"metrics": metrics, "num_points": eval_points, "seed": 0, "batch_size": 1000}
-    safe = model.replace(":", "_").replace(".", "_")
-    tasks = []
-    for variant in variants:
-        for seed in seeds:
-            rd = out / "runs" / variant / f"{safe}_seed{seed}"
-            cfg = RunConfig(model=model, dataset=variant_spec[variant], model_params=dict(model_params or {}),
-                            train=TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                                              checkpoint_every=max(1, min(1000, steps)), log_every=min(100, steps)))
-            tasks.append({"id": str(rd.relative_to(out)), "run_dir": str(rd), "config": to_dict(cfg),
-                          "evaluate": evaluation, "meta": {"variant": variant, "seed": seed}, "cwd": os.getcwd()})
+    with folder_lock(out, "audit folder"):  # one audit per folder
+        spec = {"audit": "model", "model": model, "dataset": dataset, "dataset_options": options,
+                "epsilon": float(eps),
+                "seeds": seeds, "steps": steps, "batch_size": batch_size, "lr": lr,
+                "model_params": dict(model_params or {}), "metrics": metrics, "eval_points": eval_points,
+                "variants": list(variants),
+                "profile": {"name": "audit", "audit": True, "reduced": True, "train_steps": steps, "seeds": seeds}}
+        if man is not None:
+            spec["manipulation"] = os.path.relpath(man.resolve(), out.resolve())
+        else:
+            spec["modified"] = str(modified)
+        spec_path = out / "audit.yaml"
+        if spec_path.exists() and read_yaml(spec_path) != spec:
+            raise RunError(f"{str(out)!r} holds another audit (see {spec_path}); use a new --out folder")
+        write_yaml(spec_path, spec)
+        health = field_health(data, man) if man is not None else None
+        for w in (health or {}).get("warnings", []):
+            log.warning(w)
+        base = {"name": str(dataset), **options}
+        if man is not None:
+            variant_spec = {"original": base, **{v: {**base, "variant": v, "manipulation": str(man)} for v in variants[1:]}}
+        else:
+            variant_spec = {"original": base, "modified": {"name": str(modified)},
+                            **{v: {**base, "variant": v, "noise_epsilon": float(eps)} for v in variants[2:]}}
+        evaluation = {"metrics": metrics, "num_points": eval_points, "seed": 0, "batch_size": 1000}
+        safe = model.replace(":", "_").replace(".", "_")
+        tasks = []
+        for variant in variants:
+            for seed in seeds:
+                rd = out / "runs" / variant / f"{safe}_seed{seed}"
+                cfg = RunConfig(model=model, dataset=variant_spec[variant], model_params=dict(model_params or {}),
+                                train=TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                                                  checkpoint_every=max(1, min(1000, steps)), log_every=min(100, steps)))
+                tasks.append({"id": str(rd.relative_to(out)), "run_dir": str(rd), "config": to_dict(cfg),
+                              "evaluate": evaluation, "meta": {"variant": variant, "seed": seed}, "cwd": os.getcwd()})
 
-    def said(t, res):
-        if res["status"] != "failed":
-            log.info(f"{t['meta']['variant']:>8} seed {t['meta']['seed']}: MIG {res['metrics']['mig']['mig']:.3f}")
+        def said(t, res):
+            if res["status"] != "failed":
+                log.info(f"{t['meta']['variant']:>8} seed {t['meta']['seed']}: MIG {res['metrics']['mig']['mig']:.3f}")
 
-    with runner:
-        results = runner.run(tasks, on_result=said)
-    bad = [(t, r) for t, r in zip(tasks, results) if r["status"] == "failed"]
-    if bad:
-        raise RunError(f"{len(bad)} run(s) failed (rerun to retry): "
-                       + "; ".join(f"{t['id']}: {r['error']}" for t, r in bad))
-    on = {"original": data, "modified": altered}
-    for v in variants[2:]:
-        on[v] = load_variant(**variant_spec[v])
-    report = _summarise(out, model, data, on, metrics, health, diagnostics, device)
-    report["table"] = write_report(out)
-    return report
+        with runner:
+            results = runner.run(tasks, on_result=said)
+        bad = [(t, r) for t, r in zip(tasks, results) if r["status"] == "failed"]
+        if bad:
+            raise RunError(f"{len(bad)} run(s) failed (rerun to retry): "
+                           + "; ".join(f"{t['id']}: {r['error']}" for t, r in bad))
+        on = {"original": data, "modified": altered}
+        for v in variants[2:]:
+            on[v] = load_variant(**variant_spec[v])
+        report = _summarise(out, model, data, on, metrics, health, diagnostics, device)
+        report["table"] = write_report(out)
+        return report
 
 
 def _summarise(out: Path, model: str, data, on: dict, metrics, health, diagnostics: bool, device: str) -> dict:

@@ -15,7 +15,10 @@ vaebias dataset format (HDF5, version 1)::
     attrs    format = "vaebias-dataset", format_version = 1, name, kind
              ("modified", "noise", "copy"), epsilon, factor_names, factor_sizes,
              observation_shape, categorical_factors, provenance (JSON),
-             max_abs_change (largest |x' − x| written)
+             max_abs_change (largest |x' − x| written), rows_done (= N when
+             complete), digest_chunk (rows per digest)
+    chunk_sha256  S64 (ceil(N / digest_chunk),)  SHA-256 (hex) of each chunk's images
+             and factors: written by :func:`export_dataset`, checked on rerun
 
 Quantisation (:func:`quantize_within`): x' is rounded to the nearest 1/255 step that
 stays within ε of x, so |x' − x| ≤ ε holds in the file for every pixel whenever the
@@ -24,8 +27,11 @@ base image x lies on the 1/255 grid (binary dSprites, uint8 Shapes3D) and ε ≥
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,10 +40,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from vaebias._internal.errors import RunError
+from vaebias._internal.lock import folder_lock
+from vaebias._internal.log import get_logger
 from vaebias.data.arrays import StoredRows, attr_list
 from vaebias.data.base import DataError, GroundTruthData
 
 __all__ = ["Modified", "Noisy", "ExportedDataset", "export_dataset", "save_dataset", "quantize_within", "FORMAT"]
+
+log = get_logger()
 
 FORMAT = "vaebias-dataset"
 FORMAT_VERSION = 1
@@ -211,9 +222,15 @@ def export_dataset(
 ) -> Path:
     """Write every image of ``data`` (flat index order) to a vaebias dataset file.
 
-    Resumable: rows go to ``<path>.partial`` with a ``rows_done`` counter; an
-    interrupted export continues there (when its provenance matches) and the file is
-    renamed to ``path`` only when complete, so ``path`` is never partial.
+    Resumable and never lying: rows go to ``<path>.partial`` in chunks; each chunk's
+    SHA-256 (images and factors) is stored with it, and the ``rows_done`` counter
+    advances only after the chunk is flushed to disk. When every row is written the file
+    is read back and checked (every chunk against its digest, the factors against the
+    grid) before it is renamed to ``path``, so ``path`` is never partial or wrong. An
+    interrupted export continues after the last chunk that reads back intact (when its
+    provenance matches). An existing ``path`` is checked the same way and rebuilt when its
+    content disagrees with its attributes or digests. Only one process exports into a
+    folder at a time (:func:`vaebias._internal.lock.folder_lock`).
 
     Args:
         data: the dataset to write (e.g. :class:`Modified`, :class:`Noisy`).
@@ -223,33 +240,137 @@ def export_dataset(
             stay within ε of the base image (see :func:`quantize_within`).
         epsilon: the perturbation bound.
         provenance: JSON-able description recorded in the file (config, references).
-        chunk: images per write.
+        chunk: images per write (and per digest).
 
     Returns:
-        the final path. An existing complete file is left as it is.
+        the final path. An existing file that checks out is left as it is.
+
+    Raises:
+        RunError: a write error (a full disk, an I/O error) or a file that does not read
+            back as written; the ``.partial`` is kept and a rerun resumes it.
     """
     path = Path(path)
-    if path.exists():
-        return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    with folder_lock(path.parent, "export folder"):
+        if path.exists():
+            problem = _check_export(path, data, len(data))
+            if problem is None:
+                return path
+            log.warning(f"{path}: {problem}; rebuilding it")
+            path.unlink()
+        partial = path.with_name(path.name + ".partial")
+        try:
+            _write_partial(data, partial, kind=kind, base=base, epsilon=epsilon, provenance=provenance,
+                           chunk=chunk, device=device, progress=progress, label=path.name)
+        except (OSError, RuntimeError) as exc:  # h5py reports some write errors as RuntimeError
+            raise RunError(f"{partial}: write failed ({_os_reason(exc)}); nothing was renamed to {path.name}; "
+                           f"free space or fix the disk, then rerun (the export resumes)") from None
+        problem = _check_export(partial, data, len(data))
+        if problem is not None:
+            raise RunError(f"{partial}: {problem} after writing (a write error the library did not report?); "
+                           f"nothing was renamed to {path.name}; rerun to rewrite the bad rows")
+        os.replace(partial, path)
+    return path
+
+
+def _os_reason(exc: BaseException) -> str:
+    """A write error's reason in a few words (h5py's errors carry HDF5's long message)."""
+    text = str(exc)
+    found = re.search(r"error message = '([^']*)'", text)
+    if found:
+        return found.group(1)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _digest(images: np.ndarray, factors: np.ndarray) -> bytes:
+    """SHA-256 (hex) of one chunk: its uint8 images and its int16 factors, C order."""
+    h = hashlib.sha256(np.ascontiguousarray(images, dtype=np.uint8).data)
+    h.update(np.ascontiguousarray(factors, dtype="<i2").data)
+    return h.hexdigest().encode()
+
+
+def _intact_rows(f: h5py.File, data: GroundTruthData, n: int) -> tuple[int, str | None]:
+    """How many leading rows of an export read back as written (whole chunks whose stored
+    digest matches their images and factors, and whose factors are the grid's), and what is
+    wrong beyond them (None: all ``n`` rows are intact)."""
+    try:
+        step = int(f.attrs["digest_chunk"])
+        digests = f["chunk_sha256"][...]
+        images, factors = f["images"], f["factors"]
+    except (KeyError, ValueError, TypeError, OSError):
+        return 0, "no digests (not written by this version of export_dataset)"
+    if images.shape[0] != n or factors.shape[0] != n or step < 1 or len(digests) != -(-n // step):
+        return 0, f"{images.shape[0]} images in chunks of {step}; expected {n} rows"
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        if not digests[start // step]:
+            return start, f"incomplete ({start} of {n} rows)"
+        x, fac = images[start:stop], factors[start:stop]
+        if digests[start // step] != _digest(x, fac):
+            return start, f"rows {start}-{stop - 1} do not match their digest"
+        if not np.array_equal(fac, data.factors_of(np.arange(start, stop))):
+            return start, f"the factors of rows {start}-{stop - 1} are not the grid's"
+    return n, None
+
+
+def _check_export(path: Path, data: GroundTruthData, n: int) -> str | None:
+    """What is wrong with a finished export at ``path`` (None: ``rows_done`` is ``n`` and every
+    row reads back intact). Files of older versions (no digests) are checked by their row
+    counter and factors only."""
+    try:
+        with h5py.File(path, "r") as f:
+            done = int(f.attrs.get("rows_done", -1))
+            if done != n or f["factors"].shape[0] != n:
+                return f"incomplete (rows_done {done}; expected {n})"
+            if "chunk_sha256" not in f:
+                return None if np.array_equal(f["factors"][...], data.factors_of(np.arange(n))) else \
+                    "its factors are not the grid's"
+            return _intact_rows(f, data, n)[1]
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        return f"unreadable ({_os_reason(exc)})"
+
+
+def _layout(data: GroundTruthData, n: int, chunk: int) -> dict:
+    """The datasets of an export: {key: (shape, dtype)}."""
+    return {"images": ((n, *data.observation_shape), np.uint8), "factors": ((n, data.num_factors), np.int16),
+            "chunk_sha256": ((-(-n // chunk),), np.dtype("S64")),
+            "chunk_max_abs_change": ((-(-n // chunk),), np.float64)}
+
+
+def _write_partial(data: GroundTruthData, partial: Path, *, kind: str, base, epsilon, provenance, chunk: int,
+                   device, progress: bool, label: str) -> None:
+    """Create or resume ``partial`` and write its remaining rows (see :func:`export_dataset`).
+
+    The datasets are allocated at creation (contiguous, their disk space reserved where
+    the filesystem can) and the rows are written with ``os.pwrite`` at their offsets, so a
+    full disk or an I/O error is a plain OSError here, never an error inside HDF5's caches.
+    Each chunk's digest is written after its rows and fsynced with them; ``rows_done``
+    is set last, once everything is on disk. Write errors propagate as OSError or
+    RuntimeError (h5py)."""
     n = len(data)
     prov = _provenance_json(provenance)
-    c, h, w = data.observation_shape
-    k = data.num_factors
+    layout = _layout(data, n, chunk)
+    done = 0
     if partial.exists():
         try:
             with h5py.File(partial, "r") as f:
-                same = f.attrs.get("provenance") == prov and f["images"].shape[0] == n
-        except (OSError, KeyError):
+                same = (f.attrs.get("provenance") == prov and int(f.attrs.get("digest_chunk", -1)) == chunk
+                        and all(key in f and f[key].shape == shape and f[key].id.get_offset() is not None
+                                for key, (shape, _) in layout.items()))
+                done = _intact_rows(f, data, n)[0] if same else 0
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError):
             same = False
         if not same:
             partial.unlink()
     if not partial.exists():
         with h5py.File(partial, "w") as f:
-            f.create_dataset("images", shape=(n, c, h, w), dtype=np.uint8,
-                             chunks=(min(n, 64), c, h, w))
-            f.create_dataset("factors", shape=(n, k), dtype=np.int16)
+            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # contiguous, allocated now: fixed offsets
+            dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+            for key, (shape, dtype) in layout.items():
+                f.create_dataset(key, shape=shape, dtype=dtype, dcpl=dcpl)
             f.attrs.update({
                 "format": FORMAT, "format_version": FORMAT_VERSION, "name": data.name,
                 "kind": kind, "epsilon": float(epsilon) if epsilon is not None else np.nan,
@@ -257,12 +378,23 @@ def export_dataset(
                 "factor_sizes": json.dumps(list(data.factor_sizes)),
                 "observation_shape": json.dumps(list(data.observation_shape)),
                 "categorical_factors": json.dumps(list(data.categorical_factors)),
-                "provenance": prov, "rows_done": 0, "max_abs_change": 0.0,
+                "provenance": prov, "rows_done": 0, "max_abs_change": 0.0, "digest_chunk": chunk,
             })
-    with h5py.File(partial, "r+") as f:
-        done = int(f.attrs["rows_done"])
-        max_change = float(f.attrs["max_abs_change"])
-        bar = tqdm(total=n, initial=done, disable=not progress, desc=f"export {path.name}",
+    with h5py.File(partial, "r") as f:
+        offset = {key: int(f[key].id.get_offset()) for key in layout}
+        max_change = [float(v) for v in f["chunk_max_abs_change"][: done // chunk]]
+    row_bytes = {key: int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
+                 for key, (shape, dtype) in layout.items()}
+    fd = os.open(partial, os.O_RDWR)
+    try:
+        if hasattr(os, "posix_fallocate"):  # a disk too small fails here, before any image is computed
+            try:
+                os.posix_fallocate(fd, offset["images"] + done * row_bytes["images"],
+                                   (n - done) * row_bytes["images"])
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
+        bar = tqdm(total=n, initial=done, disable=not progress, desc=f"export {label}",
                    unit="img", unit_scale=True, leave=False)
         for start in range(done, n, chunk):
             idx = np.arange(start, min(n, start + chunk))
@@ -274,17 +406,34 @@ def export_dataset(
                 x = base.images(factors, device=device).cpu().numpy() if base is not None else None
             if base is not None and epsilon is not None:
                 q = quantize_within(x_new, x, epsilon)
-                max_change = max(max_change, float(np.abs(q / np.float32(255.0) - x).max()))
+                change = float(np.abs(q / np.float32(255.0) - x).max())
             else:
                 q = np.clip(np.rint(x_new * 255.0), 0, 255).astype(np.uint8)
-            f["images"][start: start + len(idx)] = q
-            f["factors"][start: start + len(idx)] = factors.astype(np.int16)
-            f.attrs["rows_done"] = start + len(idx)
-            f.attrs["max_abs_change"] = max_change
+                change = 0.0
+            fac = factors.astype(np.int16)
+            c = start // chunk
+            _pwrite_all(fd, q, offset["images"] + start * row_bytes["images"])
+            _pwrite_all(fd, fac, offset["factors"] + start * row_bytes["factors"])
+            _pwrite_all(fd, np.asarray([change]), offset["chunk_max_abs_change"] + c * 8)
+            os.fsync(fd)  # the rows are on disk before their digest says they are there
+            _pwrite_all(fd, np.asarray([_digest(q, fac)], dtype="S64"), offset["chunk_sha256"] + c * 64)
+            max_change.append(change)
             bar.update(len(idx))
+        os.fsync(fd)
         bar.close()
-    os.replace(partial, path)
-    return path
+    finally:
+        os.close(fd)
+    with h5py.File(partial, "r+") as f:
+        f.attrs["max_abs_change"] = max(max_change, default=0.0)
+        f.attrs["rows_done"] = n  # last, after every row is on disk
+
+
+def _pwrite_all(fd: int, array: np.ndarray, offset: int) -> None:
+    """Write ``array``'s bytes at ``offset`` (C order), all of them (raises OSError)."""
+    view = memoryview(np.ascontiguousarray(array)).cast("B")
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 def save_dataset(data: GroundTruthData, path: str | os.PathLike, *, progress: bool = True) -> Path:

@@ -36,6 +36,7 @@ from vaebias._internal.io import (
     write_json,
     write_yaml,
 )
+from vaebias._internal.lock import folder_lock
 from vaebias._internal.log import get_logger
 from vaebias.data import load_dataset
 from vaebias.experiments.launchers import Runner
@@ -167,6 +168,14 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
              + ("given" if given_epsilon else "the profile's" if "epsilon" in prof.manipulation else
                 f"the default of dataset {data.name!r}") + ")")
     out = ensure_writable_dir(out)  # created only after the checks above: a refusal leaves no folder
+    with folder_lock(out, "results folder"):  # one reproduction per folder
+        return _reproduce_locked(out, dataset, prof, data, data_spec, data_dir, options, runner, device=device,
+                                 progress=progress, stop_after=stop_after, t0=t0)
+
+
+def _reproduce_locked(out: Path, dataset: str, prof: Profile, data, data_spec: dict, data_dir, options: dict,
+                      runner, *, device: str, progress: bool, stop_after: str | None, t0: float) -> dict:
+    """:func:`reproduce` once its inputs are checked and its results folder is locked."""
     spec = {"dataset": dataset, "data_dir": data_dir, "profile": to_dict(prof)}
     if options:  # absent when empty, so folders written before options existed still match
         spec["dataset_options"] = options

@@ -48,7 +48,8 @@ from tqdm.auto import tqdm
 
 from vaebias._internal.config import from_dict, to_dict
 from vaebias._internal.errors import ConfigError
-from vaebias._internal.io import atomic_torch_save, load_checkpoint
+from vaebias._internal.io import atomic_torch_save, ensure_writable_dir, load_checkpoint
+from vaebias._internal.lock import folder_lock
 from vaebias.data import load_dataset
 from vaebias.models import get_model_class
 from vaebias.models.base import NOISE_FEED
@@ -182,6 +183,15 @@ def train_ensemble(configs: Sequence[RunConfig | dict], run_dirs: Sequence[str |
     if not todo:
         return models
 
+    with contextlib.ExitStack() as locks:  # one writer per run directory
+        for i in sorted(todo, key=lambda i: str(run_dirs[i])):
+            locks.enter_context(folder_lock(ensure_writable_dir(run_dirs[i]), "run directory"))
+        return _train_members(configs, run_dirs, todo, models, data, device, progress, callback)
+
+
+def _train_members(configs, run_dirs, todo, models, data, device, progress, callback):
+    """:func:`train_ensemble` once the unfinished members' run directories are locked."""
+    cfg = configs[0].train
     members = _start_members(configs, run_dirs, todo, data, device)
     base = members[0]["model"]
     if cfg.precision == "bf16":

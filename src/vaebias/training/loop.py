@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 
 from vaebias._internal.config import TrainConfig, check, from_dict, to_dict
 from vaebias._internal.errors import ConfigError, RunError
-from vaebias._internal.io import atomic_torch_save, load_checkpoint, read_yaml
+from vaebias._internal.io import atomic_torch_save, ensure_writable_dir, load_checkpoint, read_yaml
+from vaebias._internal.lock import folder_lock
 from vaebias._internal.log import get_logger
 from vaebias.data import load_dataset
 from vaebias.data.samplers import UniformSampler
@@ -132,15 +133,25 @@ def fit(
         dict with ``"step"``, ``"resumed_from"`` and the last logged loss terms.
 
     Raises:
-        RunError: the directory is unwritable or belongs to a different config.
+        RunError: the directory is unwritable, belongs to a different config, or another
+            process is training in it (one writer per run directory; see
+            :func:`vaebias._internal.lock.folder_lock`).
     """
     cfg = train_config
     device = resolve_device(cfg.device)
     model.to(device)
     layout = _apply_speed_settings(model, cfg, device)  # refuses bad settings before anything is written
-    run_dir = open_run_dir(run_dir, record, record_classes)
-    if announce is not None:
-        announce()
+    with folder_lock(ensure_writable_dir(run_dir), "run directory"):  # one writer per run directory
+        run_dir = open_run_dir(run_dir, record, record_classes)
+        if announce is not None:
+            announce()
+        return _fit_locked(model, data, run_dir, cfg, device, layout, progress=progress,
+                           description=description, callback=callback)
+
+
+def _fit_locked(model, data, run_dir: Path, cfg: TrainConfig, device, layout, *, progress: bool,
+                description: str | None, callback) -> dict:
+    """:func:`fit` once the run directory is open and locked."""
 
     torch.manual_seed(cfg.seed)  # re-seeded so the model's RNG state is the run's own
     rng = np.random.default_rng(cfg.seed)
