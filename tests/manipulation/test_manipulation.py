@@ -181,3 +181,46 @@ def test_old_manipulation_config_without_clip_in_objective_resumes(tmp_path):
         open_run_dir(tmp_path, other, classes)
     with pytest.raises(RunError, match="different configuration"):  # without the class, the old file differs
         open_run_dir(tmp_path, new)
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_m_psi_interrupted_inside_a_step_resumes_bit_identical(tmp_path, toy, sig, monkeypatch):
+    """Ctrl-C (or kill) inside m_psi's training step: the step finishes, is checkpointed, and
+    the resumed m_psi ends with the uninterrupted one's weights and loss log."""
+    import csv
+    import os
+    import signal
+
+    from vaebias.manipulation.field import Manipulator
+
+    for s in (1, 2):
+        cfg = {"model": "beta_vae", "dataset": {"name": "toy", "num_positions": 8},
+               "model_params": {"beta": 4.0}, "train": tiny_train(steps=6, seed=s)}
+        train(cfg, tmp_path / f"ref{s}", data=toy, progress=False)
+    cfg = ManipulationConfig(epsilon=0.1, field_width=0.25)
+    tcfg = TrainConfig(steps=9, batch_size=16, lr=1e-3, device="cpu", log_every=3, checkpoint_every=4)
+    full = train_manipulation(toy, tmp_path / "ref1", tmp_path / "ref2", tmp_path / "full", cfg, tcfg,
+                              progress=False)
+    calls, original = {"n": 0}, Manipulator.training_step
+
+    def training_step(self, batch, optimizers):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            os.kill(os.getpid(), getattr(signal, sig))
+        return original(self, batch, optimizers)
+
+    monkeypatch.setattr(Manipulator, "training_step", training_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_manipulation(toy, tmp_path / "ref1", tmp_path / "ref2", tmp_path / "cut", cfg, tcfg, progress=False)
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"] == 6
+    monkeypatch.undo()
+    resumed = train_manipulation(toy, tmp_path / "ref1", tmp_path / "ref2", tmp_path / "cut", cfg, tcfg,
+                                 progress=False)
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+    def losses(d):
+        return [{k: v for k, v in r.items() if k not in ("images_per_s", "elapsed_s")}
+                for r in csv.DictReader(open(d / "train_log.csv"))]
+
+    assert losses(tmp_path / "cut") == losses(tmp_path / "full")

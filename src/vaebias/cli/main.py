@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 
 from vaebias import __version__
 from vaebias._internal.errors import VaebiasError
@@ -28,9 +30,17 @@ from vaebias.cli.commands import COMMANDS
 __all__ = ["build_parser", "main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one error line (no usage block before it): ``vaebias train: error: ...``,
+    exit status 2; ``--help`` still shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command (:data:`vaebias.cli.commands.COMMANDS`)."""
-    p = argparse.ArgumentParser(prog="vaebias", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="vaebias", description=__doc__.split("\n\n")[0])
     p.add_argument("--version", action="version", version=f"vaebias {__version__}")
     loud = p.add_mutually_exclusive_group()
     loud.add_argument("-v", "--verbose", action="store_true", help="debug log lines on stderr")
@@ -47,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     if os.getcwd() not in sys.path:  # own models by import path (--model pkg.module:Class), as `python -m`
         sys.path.append(os.getcwd())
     configure_cli_logging(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
+    def terminate(signum, frame):  # `kill` stops a command as Ctrl-C does: runs checkpoint at a step boundary
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         return COMMANDS[args.command].run(args) or 0
     except VaebiasError as exc:
@@ -55,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vaebias: interrupted; rerun the same command to resume", file=sys.stderr)  # noqa: T201
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import contextlib
 import os
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Callable
 
@@ -55,6 +56,26 @@ def _die_with_parent(parent_pid: int) -> None:
         return
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
+
+
+def _stop_workers(pool, grace: float = 60.0) -> None:
+    """Stop a worker pool after an interrupt: queued tasks are cancelled, each worker gets
+    a Ctrl-C (its run finishes the current step and checkpoints at that boundary; see
+    :func:`vaebias.training.loop.interrupt_at_step_boundary`), and a worker still alive
+    after ``grace`` seconds is killed (its run resumes from its last checkpoint)."""
+    import signal
+
+    procs = list((getattr(pool, "_processes", None) or {}).values())  # the executor's worker processes
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError, TypeError):
+            os.kill(p.pid, signal.SIGINT)
+    deadline = time.monotonic() + grace
+    for p in procs:
+        p.join(timeout=max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join()
 
 
 def _init_worker(threads: int, parent_pid: int | None = None) -> None:
@@ -130,7 +151,10 @@ class Runner:
     def close(self, cancel: bool = False) -> None:
         """Stop the worker pool / disconnect from Ray (shutting down a cluster started here)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+            if cancel:
+                _stop_workers(self._pool)
+            else:
+                self._pool.shutdown(wait=True)
             self._pool = None
         if self._ray_started:
             import ray

@@ -221,12 +221,13 @@ def _fit_locked(model, data, run_dir: Path, cfg: TrainConfig, device, layout, *,
 
 @contextlib.contextmanager
 def interrupt_at_step_boundary():
-    """While active, a Ctrl-C (SIGINT) does not stop a training loop inside a step: it
+    """While active, a Ctrl-C (SIGINT) or a SIGTERM (``kill``, the end of a pool worker's
+    driver) does not stop a training loop inside a step: it
     sets ``flag["hit"]``, the loop finishes the step, saves a checkpoint at that step
     boundary and raises KeyboardInterrupt, so that a resumed run continues exactly as
     an uninterrupted one (same batches, same noise, same weights). A second Ctrl-C
     interrupts at once (the loop then keeps its last periodic checkpoint). The previous
-    SIGINT handler is restored on exit; outside the main thread (where Python does not
+    handlers are restored on exit; outside the main thread (where Python does not
     deliver signals) it does nothing.
 
     Yields:
@@ -242,11 +243,12 @@ def interrupt_at_step_boundary():
             raise KeyboardInterrupt
         flag["hit"] = True
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler_before in previous.items():
+            signal.signal(sig, handler_before)
 
 
 def _apply_speed_settings(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
