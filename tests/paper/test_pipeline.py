@@ -219,7 +219,7 @@ def test_reproduce_without_export_computes_the_variants_on_the_fly(tmp_path, tin
     assert not (out / "datasets").exists()
     assert (out / "fig4_toy.png").exists()
     cfg = yaml.safe_load((out / "runs" / "modified" / "ae_seed0" / "config.yaml").read_text())
-    assert cfg["dataset"] == {"name": "toy", "variant": "modified", "manipulation": str(out / "manipulation")}
+    assert cfg["dataset"] == {"name": "toy", "variant": "modified", "manipulation": "../../../manipulation"}
     assert cfg["dataset_info"]["name"] == "toy_modified"
     # the on-the-fly images are the export's before its rounding to 1/255
     files = export_variants(load_dataset("toy"), out / "manipulation", tmp_path / "files", device="cpu",
@@ -313,3 +313,37 @@ def test_manipulation_health_is_reported_and_flags_a_constant_field(tmp_path, ti
     h = field_health(load_dataset("toy"), bad, points=300)
     assert h["mean_m"] == pytest.approx(float(np.tanh(-3.0)), rel=1e-5)
     assert any("collapsed to about -1.00 everywhere" in w and "darkens" in w and "try:" in w for w in h["warnings"])
+
+
+def test_a_results_folder_reruns_however_spelled_and_after_moving(tmp_path, tiny_profile, monkeypatch):
+    """Everything a results folder records about its own parts is relative: the rerun with
+    --out spelled relatively, absolutely, from the parent folder, or after moving or copying
+    the folder retrains nothing and writes the same table."""
+    import shutil
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    args = ["reproduce", "--dataset", "toy", "--profile", str(tiny_profile), "--device", "cpu", "--no-progress"]
+    assert main(args + ["--out", "res"]) == 0
+    table = json.loads((work / "res" / "table.json").read_text())["summary"]
+
+    def checkpoints(root):
+        return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("checkpoint.pt")}
+
+    before = checkpoints(work / "res")
+    assert len(before) == 2 + 1 + 2 * 2 * 3  # references, m_psi, table runs
+    for folder, spelled, cwd in [(work / "res", str(work / "res"), work),       # absolute
+                                 (work / "res", "work/res", tmp_path),          # from the parent
+                                 (tmp_path / "moved" / "res2", "moved/res2", tmp_path),  # moved
+                                 (tmp_path / "copy", str(tmp_path / "copy"), work)]:     # copied
+        if folder.name == "res2":
+            shutil.move(str(work / "res"), str(folder))
+        if folder.name == "copy":
+            shutil.copytree(tmp_path / "moved" / "res2", folder)
+        monkeypatch.chdir(cwd)
+        assert main(args + ["--out", spelled]) == 0, spelled
+        assert checkpoints(folder) == before or folder.name == "copy", spelled  # nothing retrained
+        if folder.name == "copy":  # copies have new mtimes: compare the trained weights' files instead
+            assert sorted(checkpoints(folder)) == sorted(before)
+        assert json.loads((folder / "table.json").read_text())["summary"] == table, spelled

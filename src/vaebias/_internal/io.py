@@ -67,7 +67,18 @@ def write_json(path, obj: Any) -> None:
 
 
 def read_json(path) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON in ``path``.
+
+    Raises:
+        RunError: the file is missing, unreadable or not JSON (naming the file and the place).
+    """
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+                       f"expected the file vaebias wrote (delete it to have it rewritten)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
 
 
 def write_yaml(path, obj: Any) -> None:
@@ -77,7 +88,20 @@ def write_yaml(path, obj: Any) -> None:
 
 
 def read_yaml(path) -> Any:
-    return yaml.safe_load(Path(path).read_text())
+    """The YAML in ``path`` (safe loader).
+
+    Raises:
+        RunError: the file is missing, unreadable or not YAML (naming the file and the place).
+    """
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RunError(f"{path}: not valid YAML ({problem}{where})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
 
 
 def _json_default(o):

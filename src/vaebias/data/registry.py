@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 
 from vaebias._internal.errors import ConfigError
 
-__all__ = ["available", "get_loader", "options_of", "register", "takes_files"]
+__all__ = ["PATH_KEYS", "available", "get_loader", "located_spec", "options_of", "register", "takes_files"]
 
 _REGISTRY: dict[str, Callable] = {}
 _FILE_ARGS = ("path", "data_dir")
@@ -71,3 +72,29 @@ def takes_files(loader: Callable) -> bool:
     """Whether the loader reads a real file (takes ``path`` and ``data_dir``)."""
     params = inspect.signature(loader).parameters
     return all(a in params for a in _FILE_ARGS)
+
+
+#: keys of a dataset spec that hold paths (besides ``name`` when it is not a registered dataset)
+PATH_KEYS = ("path", "data_dir", "manipulation")
+
+
+def located_spec(spec: dict, base, *, if_exists: bool = False) -> dict:
+    """``spec`` (a dataset spec: ``load_dataset``'s or ``load_variant``'s keyword arguments)
+    with its relative paths -- ``name`` when it names a file, ``path``, ``data_dir``,
+    ``manipulation`` -- taken relative to the folder ``base``.
+
+    Args:
+        spec: the spec (not changed).
+        base: the folder relative paths refer to.
+        if_exists: change only paths that exist under ``base`` (the others stay relative to
+            the working directory).
+    """
+    out = dict(spec)
+    for key in ("name", *PATH_KEYS):
+        value = out.get(key)
+        if not isinstance(value, str) or (key == "name" and value in _REGISTRY) or Path(value).is_absolute():
+            continue
+        there = Path(base) / value
+        if not if_exists or there.exists():
+            out[key] = str(there)
+    return out

@@ -19,6 +19,7 @@ from vaebias._internal.io import as_plain, read_json, versions, write_json
 from vaebias.data import load_dataset
 from vaebias.metrics import EvalConfig, available, evaluate, udr_score
 from vaebias.training import is_finished, load_run, resolve_device
+from vaebias.training.rundir import same_dataset
 
 __all__ = ["evaluate_run", "representation", "udr_runs"]
 
@@ -76,7 +77,7 @@ def evaluate_run(run_dir: str | os.PathLike, metrics=("mig", "active_units"), *,
     model, record = load_run(run_dir, dev)
     names = [m for m in dict.fromkeys(metrics) if m != "active_units" or getattr(model, "stochastic", False)]
     # config.yaml round-trips describe() through YAML (tuples become lists): compare as JSON.
-    own = data is None or as_plain(data.describe()) == as_plain(record.get("dataset_info"))
+    own = data is None or same_dataset(record.get("dataset_info"), data.describe(), run_dir)
     out = run_dir / ("metrics.json" if own else f"metrics_on_{data.name}.json")
     if data is None:
         data = load_dataset(**record["dataset"])

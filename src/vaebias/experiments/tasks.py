@@ -18,7 +18,7 @@ from typing import Any
 from vaebias._internal.config import from_dict
 from vaebias._internal.io import canonical_json, ensure_writable_dir
 from vaebias._internal.log import get_logger
-from vaebias.data import available as available_datasets
+from vaebias.data.registry import located_spec
 from vaebias.experiments.grid import evaluation_key
 from vaebias.experiments.scoring import evaluate_run
 from vaebias.manipulation.export import load_dataset_spec
@@ -102,14 +102,7 @@ def _within(cwd: str | None, path: str | os.PathLike) -> Path:
 
 def _located(spec: dict, cwd: str | None) -> dict:
     """A dataset spec with its relative file and folder paths taken relative to ``cwd``."""
-    out = dict(spec)
-    for key in ("path", "data_dir", "manipulation"):
-        if isinstance(out.get(key), str):
-            out[key] = str(_within(cwd, out[key]))
-    name = out.get("name")
-    if isinstance(name, str) and name not in available_datasets():
-        out["name"] = str(_within(cwd, name))
-    return out
+    return located_spec(spec, cwd) if cwd else dict(spec)
 
 
 def _dataset(spec: dict, preloaded: dict | None = None, cwd: str | None = None):
@@ -117,9 +110,11 @@ def _dataset(spec: dict, preloaded: dict | None = None, cwd: str | None = None):
     key = canonical_json(spec)
     if preloaded and key in preloaded:
         return preloaded[key]
-    key = canonical_json([spec, cwd])
+    located = _located(spec, cwd)
+    key = canonical_json({k: (os.path.normpath(v) if isinstance(v, str) and os.path.isabs(v) else v)
+                          for k, v in located.items()})  # runs that name one file from different folders share it
     if key not in _DATASETS:
-        _DATASETS[key] = load_dataset_spec(_located(spec, cwd))
+        _DATASETS[key] = load_dataset_spec(located)
         while len(_DATASETS) > 2:
             _DATASETS.popitem(last=False)
     _DATASETS.move_to_end(key)
@@ -172,8 +167,9 @@ def run_task(spec: dict, *, data=None, preloaded: dict | None = None, progress: 
         torch.set_num_threads(int(threads))
 
     config = from_dict(RunConfig, spec["config"])
-    if ":" in config.model and cwd and cwd not in sys.path:  # an own model by import path, relative to
-        sys.path.append(cwd)                                 # the folder the sweep was started from
+    root = spec.get("import_root", cwd)  # an own model by import path, relative to the folder the sweep
+    if ":" in config.model and root and root not in sys.path:  # (or reproduce, audit) was started from
+        sys.path.append(root)
     ensure_writable_dir(run_dir)
     with _locked_log(run_dir) as fd:
         done = completion(run_dir, evaluate)  # another task may have finished it meanwhile

@@ -235,8 +235,9 @@ def train_manipulation(
     record = {
         "stage": "manipulation",
         "dataset_info": data.describe(),
-        "entangled": str(Path(entangled_dir).resolve()),
-        "disentangled": str(Path(disentangled_dir).resolve()),
+        # the references by paths relative to m_psi's folder: the record holds when a results folder moves
+        "entangled": os.path.relpath(Path(entangled_dir).resolve(), Path(out_dir).resolve()),
+        "disentangled": os.path.relpath(Path(disentangled_dir).resolve(), Path(out_dir).resolve()),
         "manipulation": to_dict(config),
         "train": to_dict(train_config),
     }

@@ -110,7 +110,9 @@ def rotate_reference(source_dir: str | os.PathLike, out_dir: str | os.PathLike, 
         heads.weight[:d] = (q @ heads.weight[:d].double()).float()
         heads.bias[:d] = (q @ heads.bias[:d].double()).float()
         first.weight.copy_((first.weight.double() @ q.T).float())
-    rotation = {"source": str(Path(source_dir).resolve()), "active_units": active, "matrix": q.tolist()}
+    # the source by a path relative to the rotated run: the record holds when the results folder moves
+    rotation = {"source": os.path.relpath(Path(source_dir).resolve(), Path(out_dir).resolve()),
+                "active_units": active, "matrix": q.tolist()}
     rec = dict(record, rotated_from=rotation)
     ensure_writable_dir(out_dir)
     if (out_dir / "config.yaml").exists() and (out_dir / CHECKPOINT).exists():

@@ -39,6 +39,7 @@ from vaebias._internal.io import (
 from vaebias._internal.lock import folder_lock
 from vaebias._internal.log import get_logger
 from vaebias.data import load_dataset
+from vaebias.data.registry import PATH_KEYS, located_spec
 from vaebias.experiments.launchers import Runner
 from vaebias.experiments.scoring import evaluate_run
 from vaebias.manipulation.export import export_variants
@@ -64,6 +65,26 @@ def _same_spec(old: dict, new: dict) -> bool:
         return {**spec, "profile": {k: v for k, v in spec["profile"].items() if k not in ("robustness", "workers")}}
 
     return core(old) == core(new)
+
+
+def _relative_spec(spec: dict, run_dir: Path, root: Path) -> dict:
+    """``spec`` with its absolute paths inside the results folder ``root`` written relative to
+    ``run_dir`` (how a run of a results folder records the folder's own datasets)."""
+    out = dict(spec)
+    for key in ("name", *PATH_KEYS):
+        value = out.get(key)
+        if isinstance(value, str) and Path(value).is_absolute() and Path(value).is_relative_to(root):
+            out[key] = Path(os.path.relpath(value, run_dir)).as_posix()
+    return out
+
+
+def _mapping(path: Path) -> dict:
+    """A JSON file vaebias wrote that must hold a mapping (RunError naming it otherwise)."""
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise RunError(f"{path}: holds {type(value).__name__}; expected the mapping vaebias wrote (delete it to "
+                       f"have it rewritten)")
+    return value
 
 
 def _epsilon_of(prof: Profile, data) -> float | None:
@@ -156,6 +177,7 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
     data_spec = {"name": dataset, **options}
     if data_dir:
         data_spec["data_dir"] = str(data_dir)
+    data_spec = located_spec(data_spec, Path.cwd())  # the runs live elsewhere: a file or data_dir by its full path
     data = load_dataset(**data_spec)
     log.info(f"dataset {data!r}" + (f" with {options}" if options else ""))
     _check_models_fit(prof, data)  # before anything is written
@@ -213,9 +235,17 @@ def _reproduce_stages(out: Path, dataset: str, prof: Profile, data, data_spec: d
                       evaluation: dict, *, device: str, progress: bool, stop_after: str | None = None) -> dict:
     """Stages 1-7 of :func:`reproduce` (the runs go through ``runner``)."""
 
+    root = out.resolve()
+
     def task(rd: Path, cfg: RunConfig, **meta) -> dict:
-        return {"id": str(rd.relative_to(out)), "run_dir": str(rd), "config": to_dict(cfg),
-                "evaluate": evaluation, "meta": meta, "cwd": os.getcwd()}
+        # inside the results folder everything refers to everything else by relative paths: the run's
+        # config names the folder's own datasets relative to the run, and its spec's paths are relative
+        # to the run (cwd); the folder can be spelled any way or moved
+        rel = rd.relative_to(out)
+        here = root / rel
+        cfg = dataclasses.replace(cfg, dataset=_relative_spec(cfg.dataset, here, root))
+        return {"id": rel.as_posix(), "run_dir": str(here), "config": to_dict(cfg), "evaluate": evaluation,
+                "meta": meta, "cwd": str(here), "import_root": os.getcwd()}
 
     def failed(results: list[dict], what: str) -> None:
         bad = [r for r in results if r["status"] == "failed"]
@@ -279,8 +309,8 @@ def _reference_stage(out: Path, prof: Profile, data_spec: dict, runner, train_cf
 
     results = runner.run(ref_tasks, on_result=said_reference)
     failed(results, "reference runs")
-    # keyed by the run directory as given (selection.json records these strings)
-    scores = {str(out / spec["id"]): res["metrics"]["mig"]["mig"] for spec, res in zip(ref_tasks, results)}
+    # keyed by the run directory relative to the results folder (selection.json records these)
+    scores = {spec["id"]: res["metrics"]["mig"]["mig"] for spec, res in zip(ref_tasks, results)}
     return scores
 
 
@@ -290,15 +320,17 @@ def _selection_stage(out: Path, prof: Profile, data, scores: dict, evaluation: d
     sel = select_references(scores)
     if prof.entangled_reference == "rotated":
         best = Path(sel["disentangled"])
-        rot = rotate_reference(best, out / "references" / f"rotated_{best.name}", data)
+        rotated = f"references/rotated_{best.name}"
+        rot = rotate_reference(out / best, out / rotated, data)
         ev = {k: v for k, v in evaluation.items() if k != "metrics"}
         rot_mig = evaluate_run(rot["run_dir"], evaluation["metrics"], data=data, device=device, **ev)["mig"]["mig"]
-        sel = {"entangled": rot["run_dir"], "disentangled": str(best), "scores": {**scores, rot["run_dir"]: rot_mig},
+        sel = {"entangled": rotated, "disentangled": best.as_posix(), "scores": {**scores, rotated: rot_mig},
                "entangled_reference": "rotated", "rotated_units": rot["active"]}
         log.info(f"entangled reference: {best.name} rotated over units {rot['active']} (MIG {rot_mig:.3f})")
     man_dir = out / "manipulation"
     sel_path = man_dir / "selection.json"
-    if sel_path.exists() and read_json(sel_path)["entangled"] != sel["entangled"]:
+    # compared by the run's name: folders written before the paths became relative recorded them as given
+    if sel_path.exists() and Path(str(_mapping(sel_path).get("entangled"))).name != Path(sel["entangled"]).name:
         raise RunError(f"{sel_path} disagrees with the reference scores; delete {man_dir} to redo it")
     write_json(sel_path, sel)
     log.info(f"entangled reference {Path(sel['entangled']).name} (MIG {sel['scores'][sel['entangled']]:.3f}), "
@@ -313,7 +345,7 @@ def _manipulation_stage(out: Path, prof: Profile, data, data_spec: dict, sel: di
     man_dir = out / "manipulation"
     epsilon = _epsilon_of(prof, data)  # checked by reproduce
     mcfg = ManipulationConfig(**{**prof.manipulation, "epsilon": epsilon, "field_width": prof.field_width})
-    train_manipulation(data, sel["entangled"], sel["disentangled"], man_dir, mcfg,
+    train_manipulation(data, out / sel["entangled"], out / sel["disentangled"], man_dir, mcfg,
                        train_cfg(prof.manipulation_steps, 0), progress=progress)
     health = field_health(data, man_dir, device=device)
     write_json(man_dir / "health.json", health)
@@ -328,10 +360,10 @@ def _manipulation_stage(out: Path, prof: Profile, data, data_spec: dict, sel: di
     if prof.export:
         paths = export_variants(data, man_dir, out / "datasets", device=device, progress=progress)
         log.info(f"datasets written: {paths['modified'].name}, {paths['noise'].name}")
-        variant_spec = {"original": data_spec, "modified": {"name": str(paths["modified"])},
-                        "noise": {"name": str(paths["noise"])}}
+        variant_spec = {"original": data_spec, "modified": {"name": str(paths["modified"].resolve())},
+                        "noise": {"name": str(paths["noise"].resolve())}}
     else:
-        variant_spec = {"original": data_spec, **{v: {**data_spec, "variant": v, "manipulation": str(man_dir)}
+        variant_spec = {"original": data_spec, **{v: {**data_spec, "variant": v, "manipulation": str(man_dir.resolve())}
                                                   for v in ("modified", "noise")}}
         log.info("modified and noise data computed on the fly from m_psi (profile export: false)")
     return variant_spec

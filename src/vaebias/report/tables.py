@@ -452,7 +452,9 @@ def write_report(out: str | os.PathLike) -> dict:
         sel = read_json(selection)
         for role in ("entangled", "disentangled"):
             try:
-                result[f"traversal_{role}"] = write_traversal(sel[role], out / f"traversal_{role}_reference.png",
+                # relative to the results folder (before: as --out was spelled)
+                ref = out / sel[role] if (out / sel[role]).exists() else Path(sel[role])
+                result[f"traversal_{role}"] = write_traversal(ref, out / f"traversal_{role}_reference.png",
                                                               data=base)["png"]
             except RunError:  # a reference folder moved or deleted: the table stands without it
                 pass

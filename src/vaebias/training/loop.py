@@ -353,7 +353,13 @@ def build_run(config: RunConfig, data) -> tuple[torch.nn.Module, dict]:
                         config.model_params, dataset=defaults_key(data), dataset_size=len(data))
     record = to_dict(config)
     record["model_params"] = to_dict(model.config)
-    record["dataset_info"] = data.describe()
+    info = data.describe()
+    spelled = config.dataset.get("path") or config.dataset.get("name")
+    if isinstance(spelled, str) and not Path(spelled).is_absolute() and Path(spelled).suffix:
+        # a file named relative to the run (a results folder's own datasets): recorded as named, so that
+        # the record does not change when the folder moves
+        info.update({k: spelled for k in ("source", "path") if k in info})
+    record["dataset_info"] = info
     return model, record
 
 

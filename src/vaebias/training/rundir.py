@@ -21,8 +21,10 @@ from vaebias._internal.io import (
     write_json,
     write_yaml,
 )
+from vaebias.data.registry import PATH_KEYS
+from vaebias.data.registry import available as available_datasets
 
-__all__ = ["CHECKPOINT", "LOG", "is_finished", "log_row", "open_run_dir", "read_log", "write_log"]
+__all__ = ["CHECKPOINT", "LOG", "is_finished", "log_row", "open_run_dir", "read_log", "read_record", "same_dataset", "write_log"]
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "train_log.csv"
@@ -76,15 +78,80 @@ def open_run_dir(run_dir: str | os.PathLike, record: dict, record_classes: dict 
     never_trained = not (run_dir / CHECKPOINT).exists() and not (run_dir / LOG).exists()
     if cfg_path.exists() and not never_trained:
         # compare as plain data: YAML turns tuples (e.g. in describe()) into lists
-        if not _same_record(read_yaml(cfg_path), record, record_classes or {}):
+        old = read_record(cfg_path)
+        if not _same_record(_located_record(old, run_dir), _located_record(record, run_dir), record_classes or {}):
             raise RunError(
                 f"{cfg_path} holds a different configuration; use a new output folder "
                 f"or delete {str(run_dir)!r} to start over"
             )
+        if not _same_record(old, record, record_classes or {}):
+            write_yaml(cfg_path, record)  # the same run recorded with other paths: record today's spelling
     else:
         write_yaml(cfg_path, record)
         write_json(run_dir / "versions.json", versions())
     return run_dir
+
+
+def read_record(path: str | os.PathLike) -> dict:
+    """A run's ``config.yaml`` as a mapping.
+
+    Raises:
+        RunError: the file is unreadable, not YAML or not a mapping (naming the file).
+    """
+    record = read_yaml(path)
+    if not isinstance(record, dict):
+        raise RunError(f"{path}: holds {type(record).__name__} {str(record)[:40]!r}; expected a run's "
+                       f"configuration (a mapping with 'model' or 'stage', 'train', 'dataset_info'); delete its "
+                       f"folder to start over")
+    return record
+
+
+def _absolute(path: str, run_dir: Path) -> str:
+    """A recorded path made absolute: relative to the run directory where it exists there
+    (how vaebias records paths inside a results folder), else to the working directory."""
+    p = Path(path)
+    if not p.is_absolute():
+        p = run_dir / p if (run_dir / p).exists() else Path.cwd() / p
+    return str(p.resolve())
+
+
+def same_dataset(recorded: dict | None, info: dict, run_dir: str | os.PathLike) -> bool:
+    """Whether ``info`` (a dataset's ``describe()``) describes the dataset a run recorded as
+    ``dataset_info``, with file paths compared as the files they name (a path recorded
+    relative to the run directory, or before the folder moved, names the same file)."""
+    if not isinstance(recorded, dict):
+        return False
+
+    def files(d: dict) -> dict:
+        out = dict(d)
+        for key in ("source", "path"):
+            value = out.get(key)
+            if isinstance(value, str) and ((Path(run_dir) / value).exists() or Path(value).exists()):
+                out[key] = _absolute(value, Path(run_dir))
+        return out
+
+    return as_plain(files(recorded)) == as_plain(files(info))
+
+
+def _located_record(record, run_dir: Path):
+    """``record`` with every path it holds made absolute (see :func:`_absolute`) and the
+    dataset's descriptive ``source``/``path`` left out, so that a run recorded with a
+    relative, an absolute or a moved folder's paths compares equal to itself."""
+    if not isinstance(record, dict):
+        return record
+    out = dict(record)
+    spec = out.get("dataset")
+    if isinstance(spec, dict):
+        out["dataset"] = {k: (_absolute(v, run_dir) if isinstance(v, str) and k in ("name", *PATH_KEYS)
+                              and (k != "name" or v not in available_datasets()) else v)
+                          for k, v in spec.items()}
+    info = out.get("dataset_info")
+    if isinstance(info, dict):
+        out["dataset_info"] = {k: v for k, v in info.items() if k not in ("source", "path")}
+    for key in ("entangled", "disentangled"):
+        if isinstance(out.get(key), str):
+            out[key] = _absolute(out[key], run_dir)
+    return out
 
 
 def _same_record(old: dict, new: dict, classes: dict) -> bool:
