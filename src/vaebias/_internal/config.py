@@ -184,7 +184,9 @@ class TrainConfig:
     def __post_init__(self):
         check(self.steps > 0, "steps", self.steps, "an integer > 0")
         check(self.batch_size > 0, "batch_size", self.batch_size, "an integer > 0")
-        check(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "a finite number > 0")
+        check(math.isfinite(self.lr) and 0 < self.lr <= 1, "lr", self.lr, "a finite number in (0, 1]")
+        check(isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0, "seed", self.seed,
+              "an integer >= 0")
         check(math.isfinite(self.adam_eps) and self.adam_eps > 0, "adam_eps", self.adam_eps, "a finite number > 0")
         check(
             len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),

@@ -190,9 +190,16 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         RunError: the file holds other objects (not written by vaebias) or is corrupt.
     """
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise RunError(f"{path}: not a vaebias checkpoint (it holds Python objects beyond tensors and "
                        f"plain data; {str(e).splitlines()[0]}); delete its run directory to retrain") from None
-    except (RuntimeError, EOFError) as e:
-        raise RunError(f"{path}: corrupt checkpoint ({e}); delete its run directory to retrain") from None
+    except (RuntimeError, EOFError, ValueError) as e:
+        raise RunError(f"{path}: corrupt checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                       f"delete its run directory to retrain") from None
+    except OSError as e:
+        raise RunError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise RunError(f"{path}: holds {type(state).__name__}; expected a vaebias checkpoint (a mapping with the "
+                       f"model's weights under 'model'); delete its run directory to retrain")
+    return state

@@ -6,13 +6,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import re
+import tempfile
 from pathlib import Path
 
 import yaml
 
-from vaebias._internal.errors import ConfigError
-from vaebias._internal.io import atomic_path, ensure_writable_dir, versions
+from vaebias._internal.errors import ConfigError, RunError
+from vaebias._internal.io import atomic_path, versions
 
 __all__ = ["add_config_flags", "add_launcher_args", "check_out", "config_values", "finite_float", "key_values",
            "positive_float", "positive_int", "print_and_write"]
@@ -54,6 +56,25 @@ def _positive(kind):
 
 positive_int = _positive(int)
 positive_float = _positive(float)
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a seed, an integer >= 0 (numpy's generators take no negative seeds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: expected a seed >= 0")
+    return value
+
+
+def epsilon_float(text: str) -> float:
+    """argparse type: ε of the manipulation, a number in (0, 1] (images lie in [0, 1])."""
+    value = finite_float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{value:g}: expected epsilon in (0, 1] (images lie in [0, 1])")
+    return value
 
 
 def finite_float(text: str) -> float:
@@ -127,15 +148,44 @@ def config_values(args: argparse.Namespace, cls) -> dict:
             if getattr(args, f.name, None) is not None}
 
 
-def check_out(path: str, suffix: str) -> None:
-    """Refuse an output file of another type, or in a folder that cannot be written, before any work.
+def check_out(path: str, suffix: str, flag: str = "--out") -> None:
+    """Refuse an output file of another type, a folder in its place, or a place that cannot
+    be written, before any work (nothing is created).
 
     Raises:
-        ConfigError: the suffix is not ``suffix``; RunError: the folder is not writable.
+        ConfigError: the suffix is not ``suffix`` or ``path`` is a folder; RunError: the
+            place is not writable.
     """
-    if Path(path).suffix.lower() != suffix:
-        raise ConfigError(f"--out {path!r}: expected a {suffix} path")
-    ensure_writable_dir(Path(path).parent)
+    p = Path(path)
+    if p.suffix.lower() != suffix:
+        raise ConfigError(f"{flag} {path!r}: expected a {suffix} path")
+    if p.is_dir():
+        raise ConfigError(f"{flag} {path!r} is a folder; expected a {suffix} file path")
+    check_out_folder(str(p.parent), flag, of=path)
+
+
+def check_out_folder(path: str, flag: str = "--out", *, of: str | None = None) -> None:
+    """Refuse an output folder that is a file, lies under a file, or cannot be written, before
+    any work. Nothing is created: the first existing folder on the way is probed.
+
+    Raises:
+        RunError: naming ``flag``, the path and what is wrong.
+    """
+    shown = of if of is not None else path
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise RunError(f"{flag} {shown!r}: {str(p)!r} is a file; expected a folder")
+    existing = p
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunError(f"{flag} {shown!r}: {str(existing)!r} is a file; expected a folder on the way")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise RunError(f"{flag} {shown!r}: {str(existing)!r} is not writable ({exc.strerror or exc})") from None
 
 
 def print_and_write(lines: list[str], path: Path | None, settings: dict) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vaebias._internal.config import FAST_STEP, TrainConfig
-from vaebias._internal.errors import ConfigError
+from vaebias._internal.errors import ConfigError, RunError
 from vaebias._internal.io import ensure_writable_dir, read_yaml, versions, write_json
 from vaebias._internal.log import get_logger
 from vaebias.audit import audit_datasets, audit_table, write_dataset_audit
@@ -20,12 +20,15 @@ from vaebias.cli.args import (
     add_config_flags,
     add_launcher_args,
     check_out,
+    check_out_folder,
     config_values,
+    epsilon_float,
     finite_float,
     key_values,
     positive_float,
     positive_int,
     print_and_write,
+    seed_int,
 )
 from vaebias.data import available as dataset_names
 from vaebias.data import load_dataset
@@ -46,7 +49,7 @@ from vaebias.paper.fig5 import robustness_table, write_robustness
 from vaebias.paper.reproduce import load_profile, profiles, reproduce
 from vaebias.paper.theorem1 import PASS_TOLERANCE, theorem1_experiment
 from vaebias.report import write_html_report, write_report, write_traversal
-from vaebias.training import train
+from vaebias.training import check_run_fits, is_finished, resolve_device, train
 
 __all__ = ["COMMANDS", "Command", "command"]
 
@@ -177,7 +180,7 @@ def _evaluate_args(e: argparse.ArgumentParser) -> None:
                    help="fast mode: DCI's hist backend and pool sampling for the FactorVAE/BetaVAE scores "
                         "(explicit options win)")
     e.add_argument("--overwrite", action="store_true", help="recompute metrics already recorded")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=seed_int, default=0)
     e.add_argument("--device", default="auto")
     e.add_argument("--dataset", default=None, help="evaluate on this dataset instead of the training one")
 
@@ -204,7 +207,7 @@ def _traverse_args(tv: argparse.ArgumentParser) -> None:
     tv.add_argument("--out", required=True, help="PNG file to write")
     tv.add_argument("--gif", default=None, help="also write an animated GIF here")
     tv.add_argument("--num-values", type=positive_int, default=9)
-    tv.add_argument("--seed", type=int, default=0, help="draws the reference image")
+    tv.add_argument("--seed", type=seed_int, default=0, help="draws the reference image")
     tv.add_argument("--device", default="cpu")
 
 
@@ -212,6 +215,9 @@ def _traverse_args(tv: argparse.ArgumentParser) -> None:
 def run_traverse(args) -> None:
     if args.num_values < 2:
         raise ConfigError(f"--num-values {args.num_values}: expected at least 2")
+    check_out(args.out, ".png")  # before loading the run and rendering, not after
+    if args.gif is not None:
+        check_out(args.gif, ".gif", "--gif")
     res = write_traversal(args.run_dir, args.out, gif=args.gif, num_values=args.num_values, seed=args.seed,
                           device=args.device)
     print(f"wrote {res['png']}" + (f" and {res['gif']}" if "gif" in res else ""))
@@ -221,13 +227,14 @@ def _udr_args(u: argparse.ArgumentParser) -> None:
     u.add_argument("run_dirs", nargs="+", help="two or more finished runs on one dataset")
     u.add_argument("--out", required=True, help="JSON file to write")
     u.add_argument("--num-points", type=positive_int, default=1000)
-    u.add_argument("--seed", type=int, default=0)
+    u.add_argument("--seed", type=seed_int, default=0)
     u.add_argument("--correlation", choices=["lasso", "spearman"], default="lasso")
     u.add_argument("--device", default="auto")
 
 
 @command("udr", "UDR (Duan et al. 2020) of several trained runs; writes a JSON file", _udr_args)
 def run_udr(args) -> None:
+    check_out(args.out, ".json")  # before the scoring, not after
     res = udr_runs(args.run_dirs, args.out, num_points=args.num_points, seed=args.seed,
                    correlation=args.correlation, device=args.device)
     for rd, score in zip(res["runs"], res["udr"]):
@@ -242,10 +249,10 @@ def _manipulate_args(m: argparse.ArgumentParser) -> None:
     m.add_argument("--out", required=True, help="manipulation run directory")
     m.add_argument("--dataset", default=None,
                    help="dataset name or file (default: the one the references were trained on)")
-    m.add_argument("--epsilon", type=positive_float, default=None,
+    m.add_argument("--epsilon", type=epsilon_float, default=None,
                    help="default: the dataset's (0.1 dSprites, 0.175 Shapes3D), else 0.1")
     m.add_argument("--steps", type=positive_int, default=100_000)
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--seed", type=seed_int, default=0)
     m.add_argument("--field-width", type=positive_float, default=1.0)
     m.add_argument("--no-clip", action="store_true", help="do not clip x' to [0, 1]")
     m.add_argument("--loss", choices=("bernoulli", "l2"), default="bernoulli",
@@ -278,16 +285,26 @@ def run_manipulate(args) -> None:
     if args.unclipped_objective and args.loss != "l2":
         raise ConfigError("--unclipped-objective needs --loss l2 (the Bernoulli loss is "
                           "unbounded below for targets outside [0, 1])")
+    check_out_folder(args.out)
+    if args.export_dir is not None:
+        check_out_folder(args.export_dir, "--export-dir")
+    for flag, run in (("--entangled", args.entangled), ("--disentangled", args.disentangled)):
+        if not is_finished(run):
+            raise RunError(f"{flag} {run!r} is not a finished training run (expected config.yaml and a "
+                           f"checkpoint at its last step); train it first")
     data = load_dataset(args.dataset) if args.dataset is not None else _references_dataset(args)
     eps = args.epsilon if args.epsilon is not None else data.epsilon
     if eps is None:
         raise ConfigError(f"dataset {data.name!r} has no default epsilon (paper Sec. 5.2: dsprites 0.1, "
                           f"shapes3d 0.175); give one with --epsilon")
-    log.info(f"m_psi on {data.name!r} with epsilon = {eps:g}"
-             + (" (given)" if args.epsilon is not None else " (the dataset's default)"))
     mcfg = ManipulationConfig(epsilon=eps, clip=not args.no_clip, field_width=args.field_width,
                               loss=args.loss, clip_in_objective=not args.unclipped_objective)
     tcfg = TrainConfig(steps=args.steps, seed=args.seed, device=args.device)
+    resolve_device(args.device)
+    for run in (args.entangled, args.disentangled):
+        check_run_fits(run, data)
+    log.info(f"m_psi on {data.name!r} with epsilon = {eps:g}"
+             + (" (given)" if args.epsilon is not None else " (the dataset's default)"))
     train_manipulation(data, args.entangled, args.disentangled, args.out, mcfg, tcfg,
                        progress=not args.no_progress)
     health = field_health(data, args.out, device=args.device if args.device != "auto" else "cpu")
@@ -311,7 +328,7 @@ def _audit_args(a: argparse.ArgumentParser) -> None:
                    help="a trained m_psi on this dataset: also audit its modified data and noise control")
     d.add_argument("--points", type=positive_int, default=1000, help="grid points of the local alignment")
     d.add_argument("--pairs", type=positive_int, default=4000, help="random pairs of the rank correlation")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=seed_int, default=0)
     d.add_argument("--out", default=None, help="folder for audit.md, audit.json and audit.png")
     d.add_argument("--dataset-option", action="append", metavar="KEY=VALUE", help="a dataset option (repeatable)")
     d.add_argument("--device", default="cpu")
@@ -323,10 +340,10 @@ def _audit_args(a: argparse.ArgumentParser) -> None:
                    help="a trained m_psi on this dataset (vaebias manipulate, or reproduce --stop-after manipulation)")
     m.add_argument("--modified", default=None,
                    help="instead of --manipulation: a file of the modified dataset (e.g. an exported *_modified_*.h5)")
-    m.add_argument("--epsilon", type=positive_float, default=None,
+    m.add_argument("--epsilon", type=epsilon_float, default=None,
                    help="with --modified: epsilon of the noise controls (default: the file's epsilon attribute)")
     m.add_argument("--out", required=True, help="results folder (rerun to resume)")
-    m.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="default: 0 1 2 3 4")
+    m.add_argument("--seeds", type=seed_int, nargs="+", default=[0, 1, 2, 3, 4], help="default: 0 1 2 3 4")
     m.add_argument("--steps", type=positive_int, default=1500, help="training steps of every run (default: 1500)")
     m.add_argument("--batch-size", type=positive_int, default=64, help="default: 64")
     m.add_argument("--lr", type=positive_float, default=1e-4, help="Adam's learning rate (default: 1e-4)")
@@ -401,7 +418,7 @@ def run_robustness(args) -> None:
 def _fig1_args(f1: argparse.ArgumentParser) -> None:
     f1.add_argument("--out", required=True,
                     help="the figure (.png); the table goes beside it as .md (settings, versions) and .json")
-    f1.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default: 0 1 2")
+    f1.add_argument("--seeds", type=seed_int, nargs="+", default=[0, 1, 2], help="default: 0 1 2")
     f1.add_argument("--layout", choices=["lattice", "line", "scatter"], default="lattice")
     f1.add_argument("--angle", type=finite_float, default=30.0,
                     help="rotation of the patch layout, i.e. of the patches' centres (degrees)")
@@ -432,7 +449,7 @@ def run_fig1(args) -> None:
 
 
 def _theorem1_args(th: argparse.ArgumentParser) -> None:
-    th.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    th.add_argument("--seeds", type=seed_int, nargs="+", default=[0, 1, 2])
     th.add_argument("--variances", type=positive_float, nargs="+", default=[9.0, 4.0, 1.0],
                     help="the data's principal variances (distinct)")
     th.add_argument("--noise-var", type=positive_float, default=0.1, help="the decoder's fixed variance")

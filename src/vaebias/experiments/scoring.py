@@ -16,9 +16,10 @@ import torch
 
 from vaebias._internal.errors import ConfigError, RunError
 from vaebias._internal.io import as_plain, read_json, versions, write_json
-from vaebias.data import load_dataset
+from vaebias.data.registry import located_spec
+from vaebias.manipulation.export import load_dataset_spec
 from vaebias.metrics import EvalConfig, available, evaluate, udr_score
-from vaebias.training import is_finished, load_run, resolve_device
+from vaebias.training import check_run_fits, is_finished, load_run, resolve_device
 from vaebias.training.rundir import same_dataset
 
 __all__ = ["evaluate_run", "representation", "udr_runs"]
@@ -80,7 +81,8 @@ def evaluate_run(run_dir: str | os.PathLike, metrics=("mig", "active_units"), *,
     own = data is None or same_dataset(record.get("dataset_info"), data.describe(), run_dir)
     out = run_dir / ("metrics.json" if own else f"metrics_on_{data.name}.json")
     if data is None:
-        data = load_dataset(**record["dataset"])
+        data = load_dataset_spec(located_spec(record["dataset"], run_dir, if_exists=True))
+    check_run_fits(run_dir, data)
     old = read_json(out) if out.exists() else {}
     # What defines a metric's numbers: the sampling and the metric options, not the device.
     # evaluate() records each EvalConfig field in its settings under the same name; the
@@ -159,7 +161,9 @@ def udr_runs(run_dirs, out: str | os.PathLike, *, data=None, num_points: int = 1
         raise RunError("UDR needs runs trained on one dataset; these differ: "
                        + ", ".join(f"{str(rd)!r}: {r['dataset']}" for rd, r in zip(run_dirs, infos)))
     if data is None:
-        data = load_dataset(**infos[0]["dataset"])
+        data = load_dataset_spec(located_spec(infos[0]["dataset"], run_dirs[0], if_exists=True))
+    for rd in run_dirs:
+        check_run_fits(rd, data)
     with torch.no_grad():
         res = udr_score(data, [representation(m) for m in models], num_points=num_points,
                         random_state=seed, correlation=correlation, device=dev)

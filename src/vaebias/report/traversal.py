@@ -21,9 +21,10 @@ import torch
 
 from vaebias._internal.errors import RunError
 from vaebias._internal.io import atomic_path
-from vaebias.data import load_dataset
+from vaebias.data.registry import located_spec
+from vaebias.manipulation.export import load_dataset_spec
 from vaebias.report.figures import new_figure, save_figure
-from vaebias.training import is_finished, load_run
+from vaebias.training import check_run_fits, is_finished, load_run
 
 __all__ = ["decoder_of", "traversal_grid", "write_traversal"]
 
@@ -125,7 +126,8 @@ def write_traversal(run_dir: str | os.PathLike, out_png: str | os.PathLike, *, g
     model, record = load_run(run_dir, device)
     decoder_of(model)  # fail before loading data
     if data is None:
-        data = load_dataset(**record["dataset"])
+        data = load_dataset_spec(located_spec(record["dataset"], run_dir, if_exists=True))
+    check_run_fits(run_dir, data)
     grid = traversal_grid(model, data, num_values=num_values, seed=seed, device=device)
     images, values = grid["images"], grid["values"]
     labels = [f"z{j}" for j in range(images.shape[0])]

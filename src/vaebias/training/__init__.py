@@ -9,8 +9,17 @@ device and precision live here and nowhere else.
 
 from vaebias._internal.config import FAST_STEP, TrainConfig
 from vaebias.training.ensemble import can_ensemble, train_ensemble
-from vaebias.training.loop import RunConfig, build_run, data_parallel_shards, fit, load_run, resolve_device, train
+from vaebias.training.loop import (
+           RunConfig,
+           build_run,
+           check_run_fits,
+           data_parallel_shards,
+           fit,
+           load_run,
+           resolve_device,
+           train,
+)
 from vaebias.training.rundir import is_finished, open_run_dir
 
-__all__ = ["FAST_STEP", "RunConfig", "TrainConfig", "build_run", "can_ensemble", "data_parallel_shards", "fit", "is_finished",
+__all__ = ["FAST_STEP", "RunConfig", "TrainConfig", "build_run", "can_ensemble", "check_run_fits", "data_parallel_shards", "fit", "is_finished",
            "load_run", "open_run_dir", "resolve_device", "train", "train_ensemble"]

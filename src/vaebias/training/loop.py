@@ -31,18 +31,19 @@ from tqdm.auto import tqdm
 
 from vaebias._internal.config import TrainConfig, check, from_dict, to_dict
 from vaebias._internal.errors import ConfigError, RunError
-from vaebias._internal.io import atomic_torch_save, ensure_writable_dir, load_checkpoint, read_yaml
+from vaebias._internal.io import atomic_torch_save, ensure_writable_dir, load_checkpoint
 from vaebias._internal.lock import folder_lock
 from vaebias._internal.log import get_logger
 from vaebias.data import load_dataset
 from vaebias.data.samplers import UniformSampler
 from vaebias.models import build_model, defaults_key, describe_hyperparameters, get_model_class
-from vaebias.training.rundir import CHECKPOINT, LOG, log_row, open_run_dir, read_log, write_log
+from vaebias.training.rundir import CHECKPOINT, LOG, log_row, open_run_dir, read_log, read_record, write_log
 from vaebias.training.sharded import sharded_backward
 
 __all__ = [
     "RunConfig",
     "build_run",
+    "check_run_fits",
     "data_parallel_shards",
     "fit",
     "train",
@@ -139,6 +140,7 @@ def fit(
     """
     cfg = train_config
     device = resolve_device(cfg.device)
+    _check_batch_memory(cfg.batch_size, getattr(data, "observation_shape", None))
     model.to(device)
     layout = _apply_speed_settings(model, cfg, device)  # refuses bad settings before anything is written
     with folder_lock(ensure_writable_dir(run_dir), "run directory"):  # one writer per run directory
@@ -249,6 +251,25 @@ def interrupt_at_step_boundary():
     finally:
         for sig, handler_before in previous.items():
             signal.signal(sig, handler_before)
+
+
+def _check_batch_memory(batch_size: int, observation_shape) -> None:
+    """Refuse a batch whose float32 images alone would take more than a quarter of this
+    machine's memory (it would fail only after the run folder is written, or swap).
+
+    Raises:
+        ConfigError: naming the batch size, the estimate and the limit.
+    """
+    if not observation_shape or not hasattr(os, "sysconf"):
+        return
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return
+    need = batch_size * int(np.prod(observation_shape)) * 4
+    if need > memory / 4:
+        raise ConfigError(f"batch_size = {batch_size}: its images alone take {need / 2**30:.1f} GiB as float32; "
+                          f"expected at most a quarter of this machine's {memory / 2**30:.0f} GiB")
 
 
 def _apply_speed_settings(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
@@ -373,17 +394,42 @@ def load_run(run_dir: str | os.PathLike, device: str | torch.device = "cpu"):
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists() or not (run_dir / CHECKPOINT).exists():
         raise RunError(f"{str(run_dir)!r} is not a trained run (expected config.yaml and {CHECKPOINT})")
-    record = read_yaml(run_dir / "config.yaml")
-    info = record.get("dataset_info") if isinstance(record, dict) else None
+    record = read_record(run_dir / "config.yaml")
+    info = record.get("dataset_info")
+    where = str(run_dir / "config.yaml")
     if not isinstance(info, dict) or "model" not in record:
-        raise RunError(f"{str(run_dir / 'config.yaml')!r} does not describe a training run of vaebias.training.loop.train "
+        raise RunError(f"{where!r} does not describe a training run of vaebias.training.loop.train "
                        f"(it needs 'model' and 'dataset_info')")
-    model = build_model(record["model"], tuple(info["observation_shape"]), len(info["factor_sizes"]),
-                        record["model_params"])
+    shape, sizes = info.get("observation_shape"), info.get("factor_sizes")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(v, int) and v > 0 for v in shape)
+            and isinstance(sizes, list) and sizes and all(isinstance(v, int) and v > 0 for v in sizes)):
+        raise RunError(f"{where}: dataset_info has observation_shape {shape!r} and factor_sizes {sizes!r}; "
+                       f"expected 3 positive integers and a list of positive integers (the file is damaged)")
+    if not isinstance(record.get("model_params", {}), dict):
+        raise RunError(f"{where}: model_params is {record['model_params']!r}; expected a mapping")
+    model = build_model(record["model"], tuple(shape), len(sizes), record.get("model_params") or {})
     state = load_checkpoint(run_dir / CHECKPOINT, map_location=resolve_device(device))
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise RunError(f"{run_dir / CHECKPOINT}: does not fit the model its config.yaml describes "
+                       f"({str(e).splitlines()[0][:200]}); the run folder is damaged: delete it to retrain") from None
     model.to(resolve_device(device))
     return model.eval(), record
+
+
+def check_run_fits(run_dir: str | os.PathLike, data) -> None:
+    """Refuse ``data`` for a trained run whose model takes images of another shape (before
+    any work, not as a matrix error inside torch).
+
+    Raises:
+        ConfigError: naming the run, both shapes and what was expected.
+    """
+    record = read_record(Path(run_dir) / "config.yaml")
+    shape = (record.get("dataset_info") or {}).get("observation_shape")
+    if isinstance(shape, list) and tuple(shape) != tuple(data.observation_shape):
+        raise ConfigError(f"run {str(run_dir)!r} was trained on images of shape {tuple(shape)}; dataset "
+                          f"{data.name!r} has {tuple(data.observation_shape)}; expected the same shape")
 
 
 def _resume(run_dir: Path, model, optimizers: dict, rng, device):
