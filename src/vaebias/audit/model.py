@@ -39,7 +39,7 @@ from vaebias.manipulation import field_health, load_field, load_variant, variant
 from vaebias.metrics import available as metric_names
 from vaebias.models import build_model, defaults_key, get_model_class, model_label
 from vaebias.report import collect_runs, drops, write_report
-from vaebias.training import RunConfig
+from vaebias.training import RunConfig, resolve_device
 
 __all__ = ["AUDIT_VARIANTS", "MIN_ORIGINAL_MIG", "audit_model", "verdict"]
 
@@ -161,6 +161,7 @@ def audit_model(model: str, dataset: str, manipulation: str | os.PathLike | None
     except ValueError as e:
         raise ConfigError(f"model {model!r} cannot train on dataset {data.name!r} "
                           f"{tuple(data.observation_shape)}: {e}") from None
+    resolve_device(device)  # an unknown or absent device: refused before any work
     runner = Runner(launcher, workers=workers or 1, address=address, progress=progress, fail_fast=False,
                     resources={"num_cpus": 1, "num_gpus": 1 if str(device).startswith("cuda") else 0})
     variants = AUDIT_VARIANTS if sign_noise else AUDIT_VARIANTS[:3]

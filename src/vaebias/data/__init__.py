@@ -128,9 +128,15 @@ def load_dataset(name: str | os.PathLike, *, path: str | os.PathLike | None = No
         if unknown:
             raise ConfigError(f"unknown option(s) {', '.join(unknown)} for dataset {name_str!r}; "
                               + (f"allowed: {', '.join(allowed)}" if allowed else "it takes none"))
-        if takes_files(loader):
-            return loader(path=path, data_dir=data_dir, **kwargs)
-        return loader(**kwargs)
+        try:
+            if takes_files(loader):
+                return loader(path=path, data_dir=data_dir, **kwargs)
+            return loader(**kwargs)
+        except (TypeError, ValueError) as exc:  # an option of the wrong type or out of range
+            if isinstance(exc, (ConfigError, DataError)):
+                raise
+            raise ConfigError(f"dataset {name_str!r} with options {kwargs}: {exc}; expected the option types "
+                              f"of `vaebias datasets`") from None
     looks_like_path = os.sep in name_str or Path(name_str).suffix in (".h5", ".hdf5", ".npz")
     if looks_like_path or Path(name_str).exists():
         return _load_file(Path(name_str), **kwargs)

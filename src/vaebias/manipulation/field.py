@@ -89,7 +89,8 @@ class ManipulationConfig:
     noise: Literal["uniform", "sign"] = "uniform"
 
     def __post_init__(self):
-        check(self.epsilon > 0, "epsilon", self.epsilon, "a number > 0")
+        check(isinstance(self.epsilon, (int, float)) and not isinstance(self.epsilon, bool)
+              and 0 < self.epsilon <= 1, "epsilon", self.epsilon, "a number in (0, 1] (images lie in [0, 1])")
         check(self.loss in ("bernoulli", "l2"), "loss", self.loss, "'bernoulli' or 'l2'")
         check(self.noise in NOISE_DISTRIBUTIONS, "noise", self.noise, " or ".join(map(repr, NOISE_DISTRIBUTIONS)))
         # the Bernoulli loss is unbounded below for targets outside [0, 1]

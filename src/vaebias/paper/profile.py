@@ -193,6 +193,9 @@ def load_profile(name_or_path: str | os.PathLike, **overrides) -> Profile:
     else:
         raise ConfigError(f"unknown profile {name!r}; built-in profiles: {', '.join(profiles())}, "
                           f"or the path of a profile YAML file")
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+        raise ConfigError(f"profile {name!r} holds {type(data).__name__ if not isinstance(data, dict) else 'no name'}"
+                          f"; expected a mapping of Profile fields with at least 'name' (see `vaebias profiles`)")
     data.update({k: v for k, v in overrides.items() if v is not None})
     return from_dict(Profile, data)
 

@@ -49,14 +49,17 @@ from vaebias.models import build_model, defaults_key, get_model_class, primary_h
 from vaebias.paper.fig5 import figure_robustness, robustness_table, summarise_rows
 from vaebias.paper.profile import TABLE1_MODELS, VARIANTS, Profile, load_profile, profiles
 from vaebias.report.tables import write_report
-from vaebias.training import RunConfig
+from vaebias.training import RunConfig, resolve_device
 
 __all__ = ["Profile", "load_profile", "profiles", "reproduce", "VARIANTS", "TABLE1_MODELS"]
 
 def _same_spec(old: dict, new: dict) -> bool:
     """Whether a results folder's ``profile.yaml`` describes this reproduction: compared
     after filling in the Profile fields added since it was written."""
-    old = with_defaults(old, "profile", Profile)
+    try:
+        old = with_defaults(old, "profile", Profile)
+    except (TypeError, ValueError):  # a damaged profile.yaml (ConfigError is a ValueError): not this one
+        return False
     if old is None:
         return False
 
@@ -167,36 +170,43 @@ def reproduce(dataset: str = "dsprites", profile: str | Profile = "quick", out: 
     workers = workers if workers is not None else (prof.workers or 1)
     runner = Runner(launcher, workers=workers, address=address, progress=progress, fail_fast=True,
                     resources={"num_cpus": 1, "num_gpus": 1 if str(device).startswith("cuda") else 0})
+    resolve_device(device)  # an unknown or absent device: refused now
+    notes = []  # logged once every check passed: a refusal is one line
     if prof.reduced:
-        log.info(f"profile {prof.name!r} is a REDUCED protocol ({prof.train_steps} training steps, "
-             f"{len(prof.seeds)} seeds; the paper: 300,000 steps, 10 seeds)")
+        notes.append(f"profile {prof.name!r} is a REDUCED protocol ({prof.train_steps} training steps, "
+                     f"{len(prof.seeds)} seeds; the paper: 300,000 steps, 10 seeds)")
     options = dict(dataset_options or {})
     for key in ("name", "path", "data_dir"):
         if key in options:
             raise ConfigError(f"dataset option {key!r}: set by reproduce's own arguments, not an option")
     data_spec = {"name": dataset, **options}
     if data_dir:
+        if not Path(data_dir).is_dir():
+            raise ConfigError(f"--data-dir {str(data_dir)!r}: no such folder; expected the folder of the real "
+                              f"dataset file (leave it out for the procedural renderer)")
         data_spec["data_dir"] = str(data_dir)
-    data_spec = located_spec(data_spec, Path.cwd())  # the runs live elsewhere: a file or data_dir by its full path
+    if Path(dataset).exists() or data_dir:  # the runs live elsewhere: a file or data_dir by its full path
+        data_spec = located_spec(data_spec, Path.cwd())
     data = load_dataset(**data_spec)
-    log.info(f"dataset {data!r}" + (f" with {options}" if options else ""))
+    notes.append(f"dataset {data!r}" + (f" with {options}" if options else ""))
     _check_models_fit(prof, data)  # before anything is written
     epsilon = _epsilon_of(prof, data)
     if epsilon is None:
         raise ConfigError(f"dataset {dataset!r} has no default epsilon for the manipulation (paper Sec. 5.2: "
                           f"dSprites 0.1, Shapes3D 0.175); give one with --epsilon (Python: epsilon=) or the "
                           f"profile's manipulation.epsilon")
-    log.info(f"epsilon = {epsilon:g} ("
-             + ("given" if given_epsilon else "the profile's" if "epsilon" in prof.manipulation else
-                f"the default of dataset {data.name!r}") + ")")
+    notes.append(f"epsilon = {epsilon:g} ("
+                 + ("given" if given_epsilon else "the profile's" if "epsilon" in prof.manipulation else
+                    f"the default of dataset {data.name!r}") + ")")
     out = ensure_writable_dir(out)  # created only after the checks above: a refusal leaves no folder
     with folder_lock(out, "results folder"):  # one reproduction per folder
         return _reproduce_locked(out, dataset, prof, data, data_spec, data_dir, options, runner, device=device,
-                                 progress=progress, stop_after=stop_after, t0=t0)
+                                 progress=progress, stop_after=stop_after, t0=t0, notes=notes)
 
 
 def _reproduce_locked(out: Path, dataset: str, prof: Profile, data, data_spec: dict, data_dir, options: dict,
-                      runner, *, device: str, progress: bool, stop_after: str | None, t0: float) -> dict:
+                      runner, *, device: str, progress: bool, stop_after: str | None, t0: float,
+                      notes: list[str]) -> dict:
     """:func:`reproduce` once its inputs are checked and its results folder is locked."""
     spec = {"dataset": dataset, "data_dir": data_dir, "profile": to_dict(prof)}
     if options:  # absent when empty, so folders written before options existed still match
@@ -204,13 +214,15 @@ def _reproduce_locked(out: Path, dataset: str, prof: Profile, data, data_spec: d
     spec_path = out / "profile.yaml"
     if spec_path.exists():
         old = read_yaml(spec_path)
-        if not _same_spec(old, spec):
+        if not isinstance(old, dict) or not _same_spec(old, spec):
             raise RunError(f"{str(out)!r} holds results of a different profile or dataset "
                            f"(see {spec_path}); use a new --out folder")
         if (old.get("profile") or {}).get("robustness") != spec["profile"]["robustness"]:
             write_yaml(spec_path, spec)  # the same experiment with another Fig. 5 plan: record the new one
     else:
         write_yaml(spec_path, spec)
+    for note in notes:
+        log.info(note)
 
     def train_cfg(steps: int, seed: int) -> TrainConfig:
         return TrainConfig(steps=steps, batch_size=prof.batch_size, seed=seed, device=device,

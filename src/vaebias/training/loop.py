@@ -65,7 +65,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device = {device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device = {device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device = {device!r}: CUDA is not available on this machine; use 'cpu' or 'auto'")
     return dev
@@ -370,8 +375,14 @@ def build_run(config: RunConfig, data) -> tuple[torch.nn.Module, dict]:
     """
 
     torch.manual_seed(config.train.seed)  # seeded initialisation
-    model = build_model(config.model, data.observation_shape, data.num_factors,
-                        config.model_params, dataset=defaults_key(data), dataset_size=len(data))
+    try:
+        model = build_model(config.model, data.observation_shape, data.num_factors,
+                            config.model_params, dataset=defaults_key(data), dataset_size=len(data))
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"model {config.model!r} cannot train on dataset {data.name!r} "
+                          f"{tuple(data.observation_shape)}: {e}") from None
     record = to_dict(config)
     record["model_params"] = to_dict(model.config)
     info = data.describe()
