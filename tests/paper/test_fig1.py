@@ -112,7 +112,7 @@ def test_cli_fig1_bad_input_fails_before_fitting(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert main(["fig1", "--out", str(blocker / "sub" / "f.png")]) == 2  # a file where a folder must go
-    assert "is not writable" in capsys.readouterr().err
+    assert f"'{blocker}' is a file; expected a folder on the way" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 

@@ -139,20 +139,22 @@ def test_cli_bad_input_one_message_nonzero_exit(tmp_path, capsys, argv, match):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("argv", [
-    ["train", "--model", "ae", "--out", "x", "--steps", "0"],
-    ["train", "--model", "ae", "--out", "x", "--steps", "-3"],
-    ["manipulate", "--entangled", "a", "--disentangled", "b", "--out", "x", "--epsilon", "0"],
-    ["manipulate", "--entangled", "a", "--disentangled", "b", "--out", "x", "--epsilon", "-0.1"],
-    ["train", "--model", "ae", "--out", "x", "--lr", "inf"],
-    ["fig1", "--out", "x", "--noise-var", "nan"],
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--model", "ae", "--out", "x", "--steps", "0"], "must be a finite number > 0"),
+    (["train", "--model", "ae", "--out", "x", "--steps", "-3"], "must be a finite number > 0"),
+    (["manipulate", "--entangled", "a", "--disentangled", "b", "--out", "x", "--epsilon", "0"],
+     "0: expected epsilon in (0, 1]"),
+    (["manipulate", "--entangled", "a", "--disentangled", "b", "--out", "x", "--epsilon", "-0.1"],
+     "-0.1: expected epsilon in (0, 1]"),
+    (["train", "--model", "ae", "--out", "x", "--lr", "inf"], "must be a finite number > 0"),
+    (["fig1", "--out", "x", "--noise-var", "nan"], "must be a finite number > 0"),
 ])
-def test_cli_rejects_nonpositive_numbers(tmp_path, capsys, argv):
+def test_cli_rejects_nonpositive_numbers(tmp_path, capsys, argv, message):
     os.chdir(tmp_path)
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
-    assert "must be a finite number > 0" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
