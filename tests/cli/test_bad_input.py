@@ -805,30 +805,10 @@ def invoke(argv: list[str]) -> tuple[object, BaseException | None]:
         return 1, exc
 
 
-#: cases that still break the promise (issue 19 is open for them); strict: one that starts passing fails here
-KNOWN_OPEN = {
-    "runfile-evaluate-metrics-json-a-list",
-    "runfile-evaluate-metrics-json-settings-of-a-list",
-    "runfile-train-resume-checkpoint-random-bytes",
-    "runfile-sweep-task-log-not-utf8",
-    "runfile-sweep-task-log-a-folder",
-    "yaml-grid-dataset-file-broken",
-    "yaml-grid-dataset-option-not-a-number",
-    "yaml-grid-dataset-option-unknown",
-    "yaml-grid-train-device-cuda-absent",
-    "yaml-report-metrics-json-a-list",
-    "yaml-report-audit-yaml-a-list",
-    "yaml-robustness-results-json-a-mapping",
-    "output-report-report-html-a-folder",
-}
-
-
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input_gives_one_line_status_2_and_leaves_nothing(case, shared, tmp_path, capsys, monkeypatch, request):
+def test_bad_input_gives_one_line_status_2_and_leaves_nothing(case, shared, tmp_path, capsys, monkeypatch):
     if case.skip:
         pytest.skip(case.skip)
-    if case.id in KNOWN_OPEN:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="known bad-input gap, still open"))
     work = tmp_path / "case"
     work.mkdir()
     monkeypatch.chdir(work)  # anything written relative to the working directory shows up below

@@ -25,6 +25,7 @@ __all__ = [
     "read_json",
     "write_yaml",
     "read_yaml",
+    "read_checked",
     "as_plain",
     "versions",
     "ensure_writable_dir",
@@ -102,6 +103,22 @@ def read_yaml(path) -> Any:
         raise RunError(f"{path}: not valid YAML ({problem}{where})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RunError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def read_checked(path, kind: type = dict, expected: str = "the file vaebias wrote") -> Any:
+    """A JSON (``.json``, ``.jsonl`` not included) or YAML file vaebias wrote and reads back,
+    checked to hold a ``kind`` (dict or list) at its top.
+
+    Raises:
+        RunError: unreadable, not JSON/YAML, or not a ``kind``; the message names the file,
+            what it holds and ``expected``.
+    """
+    value = read_json(path) if Path(path).suffix == ".json" else read_yaml(path)
+    if not isinstance(value, kind):
+        what = "a mapping" if kind is dict else "a list" if kind is list else kind.__name__
+        raise RunError(f"{path}: holds {type(value).__name__}; expected {what} ({expected}); the file is damaged: "
+                       f"delete it to have it rewritten")
+    return value
 
 
 def _json_default(o):

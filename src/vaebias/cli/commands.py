@@ -484,6 +484,11 @@ def _report_args(rep: argparse.ArgumentParser) -> None:
 @command("report", "write the table and figure of a reproduce or audit folder, and report.html "
                    "(one self-contained page) for any results folder", _report_args)
 def run_report(args) -> None:
+    for name in ("report.html", "table.md", "table.csv", "table.json"):  # what it writes: checked before the work
+        if (Path(args.out) / name).is_dir():
+            raise RunError(f"{str(Path(args.out) / name)!r} is a folder; expected a file there (or none)")
+    if Path(args.out).is_dir():
+        check_out_folder(args.out, "results folder")
     if any((Path(args.out) / n).exists() for n in ("profile.yaml", "audit.yaml")):  # its table and Fig. 4 first
         rep = write_report(args.out)
         print(rep["markdown"])

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from vaebias._internal.errors import ConfigError, RunError
-from vaebias._internal.io import as_plain, read_json, versions, write_json
+from vaebias._internal.io import as_plain, read_checked, versions, write_json
 from vaebias.data.registry import located_spec
 from vaebias.manipulation.export import load_dataset_spec
 from vaebias.metrics import EvalConfig, available, evaluate, udr_score
@@ -83,7 +83,10 @@ def evaluate_run(run_dir: str | os.PathLike, metrics=("mig", "active_units"), *,
     if data is None:
         data = load_dataset_spec(located_spec(record["dataset"], run_dir, if_exists=True))
     check_run_fits(run_dir, data)
-    old = read_json(out) if out.exists() else {}
+    old = read_checked(out, dict, "a run's metrics") if out.exists() else {}
+    if not isinstance(old.get("settings_of", {}), dict):
+        raise RunError(f"{out}: settings_of is {type(old['settings_of']).__name__}; expected a mapping of metric to "
+                       f"settings (the file is damaged: delete it to have it rewritten)")
     # What defines a metric's numbers: the sampling and the metric options, not the device.
     # evaluate() records each EvalConfig field in its settings under the same name; the
     # batch size changes no number

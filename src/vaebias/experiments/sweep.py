@@ -57,7 +57,7 @@ from vaebias._internal.io import atomic_path, canonical_json, ensure_writable_di
 from vaebias._internal.log import get_logger
 from vaebias.experiments.grid import Grid, evaluation_key, expand, load_grid
 from vaebias.experiments.launchers import LAUNCHERS, probe_ray, require_ray, run_tasks
-from vaebias.experiments.tasks import completion, pack_tasks
+from vaebias.experiments.tasks import check_inputs, completion, pack_tasks
 
 __all__ = ["sweep"]
 
@@ -158,6 +158,8 @@ def sweep(grid: str | os.PathLike | dict | Grid, out: str | os.PathLike | None =
         return {"out": str(out), "ids": [spec["id"] for spec in specs], "total": len(specs), "already": 0, "finished": 0, "failed": [],
                 "results": [], "wall_time_s": time.perf_counter() - t0}
     todo = [s for s in specs if completion(s["run_dir"], s["evaluate"]) is None]
+    # datasets and devices: one error now, not one failure per run
+    check_inputs(todo, keep=launcher == "local" and workers == 1)
     if todo and launcher == "ray":
         require_ray()
         probe_ray(address)

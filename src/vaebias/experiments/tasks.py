@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from vaebias._internal.config import from_dict
+from vaebias._internal.errors import RunError
 from vaebias._internal.io import canonical_json, ensure_writable_dir
 from vaebias._internal.log import get_logger
 from vaebias.data.registry import located_spec
 from vaebias.experiments.grid import evaluation_key
 from vaebias.experiments.scoring import evaluate_run
 from vaebias.manipulation.export import load_dataset_spec
-from vaebias.training import RunConfig, can_ensemble, is_finished, train, train_ensemble
+from vaebias.training import RunConfig, can_ensemble, is_finished, resolve_device, train, train_ensemble
 
 __all__ = ["TASK_LOG", "completion", "pack_tasks", "per_run_results", "run_any_task", "run_group_task", "run_task"]
 
@@ -44,8 +45,13 @@ def _task_records(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / TASK_LOG
     if not path.exists():
         return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: cannot be read as the run's task log ({getattr(exc, 'strerror', None) or exc}); "
+                       f"expected the JSON lines a sweep wrote (delete it to rerun the run's task)") from None
     records = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         with contextlib.suppress(ValueError):
             rec = json.loads(line)
             if isinstance(rec, dict):
@@ -129,6 +135,29 @@ def _scalars(metrics: dict, names: Iterable[str]) -> dict:
             out[name] = {k: v for k, v in val.items()
                          if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return out
+
+
+def check_inputs(specs: list[dict], keep: bool = True) -> None:
+    """Load every distinct dataset of ``specs`` once and resolve every run's device, so that a
+    broken dataset file, a bad dataset option or an absent CUDA is one error before a sweep
+    writes or runs anything (not a failure of each of its runs). The datasets stay in this
+    process's small cache for runs that train here (``keep``; False empties it: the runs
+    train in other processes).
+
+    Raises:
+        ConfigError / DataError: naming the dataset or the device.
+    """
+    seen = set()
+    for spec in specs:
+        for s in spec.get("members", [spec]):
+            config = s["config"]
+            resolve_device((config.get("train") or {}).get("device", "auto"))
+            key = canonical_json([config.get("dataset"), s.get("cwd")])
+            if key not in seen:
+                seen.add(key)
+                _dataset(config["dataset"], None, s.get("cwd"))
+    if not keep:
+        _DATASETS.clear()
 
 
 def run_task(spec: dict, *, data=None, preloaded: dict | None = None, progress: bool = False,

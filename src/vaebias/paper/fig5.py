@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from vaebias._internal.errors import ConfigError, RunError
-from vaebias._internal.io import read_json, write_json
+from vaebias._internal.io import read_checked, write_json
 from vaebias.models import get_model_class, primary_hyperparameters
 from vaebias.report.figures import new_figure, save_figure
 
@@ -97,7 +97,7 @@ def summarise_robustness(out: str | os.PathLike) -> list[dict]:
     path = Path(out) / "results.json"
     if not path.exists():
         raise RunError(f"{str(path)!r} not found: run the line search's sweep first (vaebias sweep)")
-    return summarise_rows(read_json(path))
+    return summarise_rows(read_checked(path, list, "the per-run results of a sweep"))
 
 
 def summarise_rows(results: list[dict]) -> list[dict]:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from vaebias._internal.errors import RunError
-from vaebias._internal.io import atomic_path, read_json, read_yaml
+from vaebias._internal.io import atomic_path, read_checked
 
 __all__ = ["write_html_report"]
 
@@ -82,7 +82,7 @@ def write_html_report(out: str | os.PathLike, *, title: str | None = None) -> Pa
             (f"<p class='meta'>vaebias report of <code>{e(str(out))}</code>, written "
              f"{e(time.strftime('%Y-%m-%d %H:%M'))}.</p>")]
     if (out / "profile.yaml").exists():
-        spec = read_yaml(out / "profile.yaml")
+        spec = read_checked(out / "profile.yaml", dict, "the settings of a reproduction")
         prof = spec.get("profile", {})
         body.append(f"<h2>Profile <code>{e(str(prof.get('name', '?')))}</code> on "
                     f"<code>{e(str(spec.get('dataset', '?')))}</code></h2>")
@@ -115,7 +115,7 @@ def write_html_report(out: str | os.PathLike, *, title: str | None = None) -> Pa
     if runs:
         body.append(f"<h2>Runs ({len(runs)}): numbers, their settings and library versions</h2>")
         for m in runs:
-            rec = read_json(m)
+            rec = read_checked(m, dict, "a run's metrics")
             rel = m.parent.relative_to(out)
             results = {k: v for k, v in rec.items()
                        if isinstance(v, dict) and k not in ("settings", "settings_of", "versions")}

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vaebias._internal.errors import RunError
-from vaebias._internal.io import atomic_path, read_json, read_yaml, write_json
+from vaebias._internal.io import atomic_path, read_checked, read_json, write_json
 from vaebias.data import load_dataset
 from vaebias.manipulation import load_variant
 from vaebias.models import model_label, table_order
@@ -36,9 +36,12 @@ def collect_runs(out: str | os.PathLike) -> list[dict]:
     active_units (None for deterministic models), run_dir."""
     rows = []
     for mpath in sorted(Path(out).glob("runs/*/*/metrics.json")):
-        m = read_json(mpath)
-        cfg = read_yaml(mpath.parent / "config.yaml")
-        au = m.get("active_units", {}).get("active_units")
+        m = read_checked(mpath, dict, "a run's metrics")
+        cfg = read_checked(mpath.parent / "config.yaml", dict, "a run's configuration")
+        if not isinstance(m.get("mig"), dict) or "mig" not in m["mig"] or not isinstance(cfg.get("train"), dict):
+            raise RunError(f"{mpath}: no MIG (or its config.yaml no 'train'); expected an evaluated run of "
+                           f"vaebias (rerun the command that made the folder to redo it)")
+        au = (m.get("active_units") or {}).get("active_units")
         rows.append({
             "variant": mpath.parent.parent.name,
             "model": cfg["model"],
@@ -389,7 +392,7 @@ def write_report(out: str | os.PathLike) -> dict:
     if spec_path is None:
         raise RunError(f"{str(out)!r} is not a results folder of `vaebias reproduce` or `vaebias audit model` "
                        f"(no profile.yaml or audit.yaml)")
-    spec = read_yaml(spec_path)
+    spec = read_checked(spec_path, dict, "the settings of a reproduction or an audit")
     rows = collect_runs(out)
     if not rows:
         raise RunError(f"{str(out)!r} holds no evaluated runs yet (runs/*/*/metrics.json)")

@@ -132,8 +132,9 @@ def fit(
             to interrupt a run).
         record_classes: config dataclasses of ``record``'s sections besides ``"train"``
             (see :func:`open_run_dir`).
-        announce: called once the run directory is open, before the first step (``train``
-            logs the hyperparameters there, so that a refused run logs nothing).
+        announce: called once the run directory is open and its checkpoint read, before the
+            first step (``train`` logs the hyperparameters there, so that a refused run logs
+            nothing).
 
     Returns:
         dict with ``"step"``, ``"resumed_from"`` and the last logged loss terms.
@@ -150,14 +151,12 @@ def fit(
     layout = _apply_speed_settings(model, cfg, device)  # refuses bad settings before anything is written
     with folder_lock(ensure_writable_dir(run_dir), "run directory"):  # one writer per run directory
         run_dir = open_run_dir(run_dir, record, record_classes)
-        if announce is not None:
-            announce()
         return _fit_locked(model, data, run_dir, cfg, device, layout, progress=progress,
-                           description=description, callback=callback)
+                           description=description, callback=callback, announce=announce)
 
 
 def _fit_locked(model, data, run_dir: Path, cfg: TrainConfig, device, layout, *, progress: bool,
-                description: str | None, callback) -> dict:
+                description: str | None, callback, announce) -> dict:
     """:func:`fit` once the run directory is open and locked."""
 
     torch.manual_seed(cfg.seed)  # re-seeded so the model's RNG state is the run's own
@@ -166,6 +165,8 @@ def _fit_locked(model, data, run_dir: Path, cfg: TrainConfig, device, layout, *,
 
     step, fields, rows, log_acc = _resume(run_dir, model, optimizers, rng, device)
     resumed_from = step if (run_dir / CHECKPOINT).exists() else None
+    if announce is not None:  # after the checkpoint is read: a damaged one is the only line
+        announce()
 
     def save(at_step: int) -> None:
         _save_checkpoint(run_dir, at_step, cfg.steps, model, optimizers, rng, device,
@@ -452,14 +453,18 @@ def _resume(run_dir: Path, model, optimizers: dict, rng, device):
     if not ckpt_path.exists():
         return 0, fields, [], {"sums": {}, "n": 0}
     state = load_checkpoint(ckpt_path, map_location=device)
-    model.load_state_dict(state["model"])
-    for name, opt in optimizers.items():
-        opt.load_state_dict(state["optimizers"][name])
-    rng.bit_generator.state = state["numpy_rng"]
-    torch.set_rng_state(state["torch_rng"].cpu())
-    if device.type == "cuda" and state.get("cuda_rng") is not None:
-        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
-    step = int(state["step"])
+    try:
+        model.load_state_dict(state["model"])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+        step = int(state["step"])
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise RunError(f"{ckpt_path}: does not fit this run ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                       f"the run folder is damaged: delete it to retrain") from None
     return step, fields, [r for r in rows if int(r["step"]) <= step], state.get("log_acc") or {"sums": {}, "n": 0}
 
 
