@@ -1,4 +1,6 @@
 import csv
+import os
+import sys
 
 import pytest
 import torch
@@ -229,3 +231,44 @@ def test_a_run_folder_that_never_trained_does_not_block_the_corrected_rerun(tmp_
     (run / "train_log.csv").write_text("step\n1\n")                     # now it has trained
     with pytest.raises(RunError, match="holds a different configuration"):
         open_run_dir(run, {"model": "ae", "train": {"steps": 5}})
+
+
+_FULL_DISK_TRAIN = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (500_000, 500_000))  # the AE's checkpoint takes ~3.5 MB
+from vaebias.cli.main import main
+sys.exit(main(["-q", "train", "--model", "ae", "--dataset", "toy", "--steps", "9", "--batch-size", "8",
+               "--checkpoint-every", "4", "--log-every", "3", "--device", "cpu", "--no-progress",
+               "--out", sys.argv[1]]))
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+def test_a_full_disk_during_training_is_one_line_and_the_rerun_is_identical(tmp_path):
+    import subprocess
+
+    from vaebias.cli.main import main
+
+    run = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-c", _FULL_DISK_TRAIN, str(run)], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    err = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(err) == 1, res.stderr
+    assert "checkpoint.pt: write failed (File too large)" in err[0] and "rerun" in err[0]
+    assert not list(run.glob(".*.tmp")) and not (run / "checkpoint.pt").exists()
+    args = ["-q", "train", "--model", "ae", "--dataset", "toy", "--steps", "9", "--batch-size", "8",
+            "--checkpoint-every", "4", "--log-every", "3", "--device", "cpu", "--no-progress"]
+    assert main([*args, "--out", str(run)]) == 0
+    assert main([*args, "--out", str(tmp_path / "clean")]) == 0
+    a = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "clean" / "checkpoint.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_temporary_file_of_a_killed_writer_is_removed_on_resume(tmp_path, toy):
+    train(_cfg(steps=4), tmp_path / "r", data=toy, progress=False)
+    stale = tmp_path / "r" / ".checkpoint.pt.abc123.tmp"  # as atomic_path names them; its writer was killed
+    stale.write_bytes(b"half a checkpoint")
+    train(_cfg(steps=4), tmp_path / "r", data=toy, progress=False)
+    assert not stale.exists()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
 import os
 import pickle
@@ -55,10 +57,17 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
+            raise RunError(f"{path}: write failed ({exc.strerror}); the previous {path.name}, if any, is kept: free "
+                           f"space or fix the disk, then rerun the same command to resume") from None
         raise
+
+
+#: write errors of a full, broken or read-only disk: reported in one line by :func:`atomic_path`
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
 
 
 def write_json(path, obj: Any) -> None:
@@ -194,9 +203,19 @@ def canonical_json(obj) -> str:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary name, then rename: ``path`` is never partial."""
-    with atomic_path(Path(path)) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` to a temporary name, flushed to disk, then renamed: ``path`` is never
+    partial. The bytes are serialised in memory first and written by Python, so that a full
+    disk is an OSError naming its cause (torch's own writer reports only a position).
+
+    Raises:
+        RunError: the disk is full, read-only or failing (see :func:`atomic_path`).
+    """
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as fh:
+        fh.write(buf.getbuffer())
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

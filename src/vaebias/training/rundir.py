@@ -61,7 +61,8 @@ def is_finished(run_dir: str | os.PathLike) -> bool:
 
 def open_run_dir(run_dir: str | os.PathLike, record: dict, record_classes: dict | None = None) -> Path:
     """Create ``run_dir`` with ``config.yaml`` (``record``) and ``versions.json``, or check
-    that an existing one holds the same configuration. The config of a folder that never
+    that an existing one holds the same configuration. Temporary files a killed writer left
+    (``.<name>.*.tmp``) are removed: call it holding the folder's lock. The config of a folder that never
     trained (no checkpoint, no log: a start that failed) is replaced, so that it never blocks
     the corrected rerun.
 
@@ -74,6 +75,8 @@ def open_run_dir(run_dir: str | os.PathLike, record: dict, record_classes: dict 
         RunError: the folder is unwritable or its config.yaml describes another run.
     """
     run_dir = ensure_writable_dir(run_dir)
+    for tmp in run_dir.glob(".*.tmp"):  # temporaries of a writer killed mid-write (atomic_path's names); the
+        tmp.unlink(missing_ok=True)     # caller holds the folder's lock, so none is being written now
     cfg_path = run_dir / "config.yaml"
     never_trained = not (run_dir / CHECKPOINT).exists() and not (run_dir / LOG).exists()
     if cfg_path.exists() and not never_trained:
