@@ -223,9 +223,9 @@ def export_dataset(
     """Write every image of ``data`` (flat index order) to a vaebias dataset file.
 
     Resumable and never lying: rows go to ``<path>.partial`` in chunks; each chunk's
-    SHA-256 (images and factors) is stored with it, and the ``rows_done`` counter
-    advances only after the chunk is flushed to disk. When every row is written the file
-    is read back and checked (every chunk against its digest, the factors against the
+    SHA-256 (images and factors) is stored with it, and ``rows_done`` is set to N last,
+    after everything is flushed to disk. When every row is written the file is read back
+    and checked (every chunk against its digest, the factors against the
     grid) before it is renamed to ``path``, so ``path`` is never partial or wrong. An
     interrupted export continues after the last chunk that reads back intact (when its
     provenance matches). An existing ``path`` is checked the same way and rebuilt when its
@@ -346,8 +346,9 @@ def _write_partial(data: GroundTruthData, partial: Path, *, kind: str, base, eps
     The datasets are allocated at creation (contiguous, their disk space reserved where
     the filesystem can) and the rows are written with ``os.pwrite`` at their offsets, so a
     full disk or an I/O error is a plain OSError here, never an error inside HDF5's caches.
-    Each chunk's digest is written after its rows and fsynced with them; ``rows_done``
-    is set last, once everything is on disk. Write errors propagate as OSError or
+    Each chunk's digest is written after its rows (a chunk whose rows were lost in a crash
+    fails its digest on resume and is rewritten); everything is fsynced before ``rows_done``
+    is set, last. Write errors propagate as OSError or
     RuntimeError (h5py)."""
     n = len(data)
     prov = _provenance_json(provenance)
@@ -415,7 +416,8 @@ def _write_partial(data: GroundTruthData, partial: Path, *, kind: str, base, eps
             _pwrite_all(fd, q, offset["images"] + start * row_bytes["images"])
             _pwrite_all(fd, fac, offset["factors"] + start * row_bytes["factors"])
             _pwrite_all(fd, np.asarray([change]), offset["chunk_max_abs_change"] + c * 8)
-            os.fsync(fd)  # the rows are on disk before their digest says they are there
+            # no fsync per chunk: a chunk whose rows did not reach the disk fails its digest when the
+            # export resumes, and is rewritten
             _pwrite_all(fd, np.asarray([_digest(q, fac)], dtype="S64"), offset["chunk_sha256"] + c * 64)
             max_change.append(change)
             bar.update(len(idx))
