@@ -45,10 +45,11 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     so a crash never leaves a partial output file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=suffix or ".tmp"
-    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or ".tmp")
+    except OSError as exc:
+        raise RunError(f"{path}: cannot be written ({exc.strerror or exc}); expected a writable folder") from None
     os.close(fd)
     tmp = Path(tmp)
     umask = os.umask(0)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from vaebias._internal.errors import ConfigError, RunError
-from vaebias._internal.io import as_plain, read_checked, versions, write_json
+from vaebias._internal.io import as_plain, ensure_writable_dir, read_checked, versions, write_json
 from vaebias.data.registry import located_spec
 from vaebias.manipulation.export import load_dataset_spec
 from vaebias.metrics import EvalConfig, available, evaluate, udr_score
@@ -105,6 +105,7 @@ def evaluate_run(run_dir: str | os.PathLike, metrics=("mig", "active_units"), *,
     todo = names if overwrite else [m for m in names if m not in old or not same(m)]
     if not todo:
         return old
+    ensure_writable_dir(run_dir)  # where metrics.json goes: refused before the scoring, not after
     if options.get("encode_precision") == "bf16":
         model = model.to(memory_format=torch.channels_last)
     with torch.no_grad():
