@@ -1,5 +1,5 @@
 """Export cost: :func:`vaebias.data.export_dataset` (contiguous datasets allocated at creation,
-``pwrite`` per chunk, a SHA-256 per chunk, fsync, the whole file read back and checked before
+``pwrite`` per chunk, a checksum per chunk, fsync, the whole file read back and checked before
 the rename) against the writer it replaced (h5py chunked datasets, one slice assignment per
 chunk and a ``rows_done`` attribute, no digest, no read-back), on the same images in the same
 run. Also the check a rerun makes of a finished file.

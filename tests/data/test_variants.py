@@ -124,7 +124,7 @@ def test_interrupted_export_resumes(tmp_path, toy):
         export_dataset(Flaky(toy, 0.1), target, kind="noise", base=toy, epsilon=0.1, chunk=16, progress=False)
     assert not target.exists()
     with h5py.File(str(target) + ".partial") as f:  # two chunks written; rows_done only when complete
-        assert f.attrs["rows_done"] == 0 and [bool(d) for d in f["chunk_sha256"][...]] == [True, True, False, False]
+        assert f.attrs["rows_done"] == 0 and [bool(d) for d in f["chunk_crc32"][...]] == [True, True, False, False]
     export_dataset(Flaky(toy, 0.1), target, kind="noise", base=toy, epsilon=0.1, chunk=16, progress=False)
     assert calls["n"] == 3 + 2  # only the two missing chunks were computed
     full = export_dataset(Noisy(toy, 0.1), tmp_path / "ref.h5", kind="noise", base=toy, epsilon=0.1,
@@ -207,7 +207,7 @@ def test_dataset_registry_loads_a_registered_class_and_checks_its_options():
 def _same_export(a, b) -> None:
     """Two export files hold the same images, factors, digests and attributes."""
     with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
-        assert sorted(fa) == sorted(fb) == ["chunk_max_abs_change", "chunk_sha256", "factors", "images"]
+        assert sorted(fa) == sorted(fb) == ["chunk_crc32", "chunk_max_abs_change", "factors", "images"]
         for key in fa:
             assert np.array_equal(fa[key][...], fb[key][...]), key
         assert dict(fa.attrs) == pytest.approx(dict(fb.attrs), nan_ok=True)
@@ -279,7 +279,7 @@ def test_a_partial_with_a_bad_chunk_resumes_from_the_last_intact_one(tmp_path, t
     with pytest.raises(KeyboardInterrupt):
         export_dataset(Counting(toy, 0.1), target, kind="noise", base=toy, epsilon=0.1, chunk=16, progress=False)
     with h5py.File(str(target) + ".partial", "r+") as f:
-        assert [bool(d) for d in f["chunk_sha256"][...]] == [True, True, True, False]
+        assert [bool(d) for d in f["chunk_crc32"][...]] == [True, True, True, False]
         f["images"][20, 0, 0, 0] ^= 1  # chunk 1 (rows 16-31) no longer matches its digest
     calls["n"] = 10
     export_dataset(Counting(toy, 0.1), target, kind="noise", base=toy, epsilon=0.1, chunk=16, progress=False)
