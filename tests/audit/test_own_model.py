@@ -153,3 +153,24 @@ def test_audit_model_with_a_modified_file(tmp_path, mpsi, monkeypatch, capsys):
     assert main(["audit", "model", "--model", "ae", "--dataset", "blobs", "--modified", str(paths["modified"]),
                  "--out", "b"]) == 2
     assert "expected those of 'blobs'" in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
+def test_an_audit_folder_reruns_after_moving(tmp_path, mpsi, monkeypatch):
+    """The audit records its inputs (m_psi, the dataset) by full path and its runs by the
+    folder's own layout: rerun from elsewhere, or after moving the folder, it retrains nothing."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    args = ["audit", "model", "--model", "ae", "--dataset", "toy", "--manipulation", str(mpsi), "--seeds", "0", "1",
+            "--steps", "6", "--batch-size", "8", "--eval-points", "200", "--no-progress", "--no-diagnostics"]
+    assert main([*args, "--out", "a"]) == 0
+
+    def checkpoints(root):
+        return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("checkpoint.pt")}
+
+    before = checkpoints(tmp_path / "a")
+    assert len(before) == 6  # original, modified, noise x 2 seeds
+    shutil.move(str(tmp_path / "a"), str(tmp_path / "moved"))
+    monkeypatch.chdir(tmp_path / "moved")
+    assert main([*args, "--out", "."]) == 0
+    assert checkpoints(tmp_path / "moved") == before

@@ -29,7 +29,7 @@ import numpy as np
 
 from vaebias._internal.config import TrainConfig, check, to_dict
 from vaebias._internal.errors import ConfigError, RunError
-from vaebias._internal.io import atomic_path, ensure_writable_dir, read_yaml, write_json, write_yaml
+from vaebias._internal.io import atomic_path, ensure_writable_dir, read_checked, write_json, write_yaml
 from vaebias._internal.lock import folder_lock
 from vaebias._internal.log import get_logger
 from vaebias.audit.diagnostics import decoder_diagnostics
@@ -173,22 +173,25 @@ def audit_model(model: str, dataset: str, manipulation: str | os.PathLike | None
                 "model_params": dict(model_params or {}), "metrics": metrics, "eval_points": eval_points,
                 "variants": list(variants),
                 "profile": {"name": "audit", "audit": True, "reduced": True, "train_steps": steps, "seeds": seeds}}
+        # the inputs lie outside the audit folder: recorded by their full paths, so that the folder can
+        # be spelled any way or moved
         if man is not None:
-            spec["manipulation"] = os.path.relpath(man.resolve(), out.resolve())
+            spec["manipulation"] = str(man.resolve())
         else:
-            spec["modified"] = str(modified)
+            spec["modified"] = str(Path(modified).resolve())
         spec_path = out / "audit.yaml"
-        if spec_path.exists() and read_yaml(spec_path) != spec:
+        if spec_path.exists() and _inputs_resolved(read_checked(spec_path, dict, "an audit's settings"), out) != spec:
             raise RunError(f"{str(out)!r} holds another audit (see {spec_path}); use a new --out folder")
         write_yaml(spec_path, spec)
         health = field_health(data, man) if man is not None else None
         for w in (health or {}).get("warnings", []):
             log.warning(w)
-        base = {"name": str(dataset), **options}
+        base = {"name": str(Path(dataset).resolve()) if Path(dataset).exists() else str(dataset), **options}
         if man is not None:
-            variant_spec = {"original": base, **{v: {**base, "variant": v, "manipulation": str(man)} for v in variants[1:]}}
+            variant_spec = {"original": base, **{v: {**base, "variant": v, "manipulation": spec["manipulation"]}
+                                                 for v in variants[1:]}}
         else:
-            variant_spec = {"original": base, "modified": {"name": str(modified)},
+            variant_spec = {"original": base, "modified": {"name": spec["modified"]},
                             **{v: {**base, "variant": v, "noise_epsilon": float(eps)} for v in variants[2:]}}
         evaluation = {"metrics": metrics, "num_points": eval_points, "seed": 0, "batch_size": 1000}
         safe = model.replace(":", "_").replace(".", "_")
@@ -199,7 +202,7 @@ def audit_model(model: str, dataset: str, manipulation: str | os.PathLike | None
                 cfg = RunConfig(model=model, dataset=variant_spec[variant], model_params=dict(model_params or {}),
                                 train=TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device,
                                                   checkpoint_every=max(1, min(1000, steps)), log_every=min(100, steps)))
-                tasks.append({"id": str(rd.relative_to(out)), "run_dir": str(rd), "config": to_dict(cfg),
+                tasks.append({"id": rd.relative_to(out).as_posix(), "run_dir": str(rd.resolve()), "config": to_dict(cfg),
                               "evaluate": evaluation, "meta": {"variant": variant, "seed": seed}, "cwd": os.getcwd()})
 
         def said(t, res):
@@ -218,6 +221,17 @@ def audit_model(model: str, dataset: str, manipulation: str | os.PathLike | None
         report = _summarise(out, model, data, on, metrics, health, diagnostics, device)
         report["table"] = write_report(out)
         return report
+
+
+def _inputs_resolved(spec: dict, out: Path) -> dict:
+    """An ``audit.yaml`` with its inputs as full paths (folders written before 2026-12-05 recorded
+    m_ψ relative to the audit folder and the modified file as given)."""
+    spec = dict(spec)
+    for key, base in (("manipulation", out), ("modified", Path.cwd())):
+        value = spec.get(key)
+        if isinstance(value, str) and not Path(value).is_absolute():
+            spec[key] = str((base / value).resolve())
+    return spec
 
 
 def _summarise(out: Path, model: str, data, on: dict, metrics, health, diagnostics: bool, device: str) -> dict:
