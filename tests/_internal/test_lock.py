@@ -82,3 +82,25 @@ def test_two_real_trainings_at_once_one_refused(tmp_path):
     err = next(e for c, e in results if c == 2).strip().splitlines()
     # refused by the lock while the other trains, or by the other's config once it is done
     assert len(err) == 1 and ("is in use by process" in err[0] or "holds a different configuration" in err[0])
+
+
+def test_a_locked_results_folder_and_export_folder_are_refused(tmp_path, capsys, toy):
+    from vaebias.data import Noisy, export_dataset
+
+    res, exports = tmp_path / "res", tmp_path / "exports"
+    res.mkdir()
+    exports.mkdir()
+    holders = [_holder(res), _holder(exports)]
+    try:
+        code = main(["reproduce", "--dataset", "toy", "--profile", "quick", "--out", str(res), "--no-progress"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1, err
+        assert f"results folder '{res}' is in use by process {holders[0].pid}" in err[0]
+        assert sorted(p.name for p in res.iterdir()) == [LOCK_NAME]
+        with pytest.raises(RunError, match=f"export folder '{exports}' is in use by process {holders[1].pid}"):
+            export_dataset(Noisy(toy, 0.1), exports / "n.h5", kind="noise", base=toy, epsilon=0.1, progress=False)
+        assert sorted(p.name for p in exports.iterdir()) == [LOCK_NAME]
+    finally:
+        for h in holders:
+            h.send_signal(signal.SIGKILL)
+            h.wait()
