@@ -213,8 +213,8 @@ def _traverse_args(tv: argparse.ArgumentParser) -> None:
 
 @command("traverse", "latent traversals of a trained run (PNG grid, optional GIF)", _traverse_args)
 def run_traverse(args) -> None:
-    if args.num_values < 2:
-        raise ConfigError(f"--num-values {args.num_values}: expected at least 2")
+    if not 2 <= args.num_values <= 100:
+        raise ConfigError(f"--num-values {args.num_values}: expected 2 to 100 (one image per value and latent)")
     check_out(args.out, ".png")  # before loading the run and rendering, not after
     if args.gif is not None:
         check_out(args.gif, ".gif", "--gif")

@@ -150,6 +150,10 @@ def udr_runs(run_dirs, out: str | os.PathLike, *, data=None, num_points: int = 1
     run_dirs = [Path(r) for r in run_dirs]
     if len(run_dirs) < 2:
         raise RunError(f"UDR compares models: give at least two runs; got {len(run_dirs)}")
+    named = [str(Path(r).resolve()) for r in run_dirs]
+    if len(set(named)) != len(named):
+        twice = next(str(r) for r, n in zip(run_dirs, named) if named.count(n) > 1)
+        raise RunError(f"run {twice!r} is given twice; UDR compares distinct runs")
     dev = resolve_device(device)
     models, infos = [], []
     for rd in run_dirs:

@@ -27,6 +27,7 @@ import math
 
 import numpy as np
 
+from vaebias._internal.errors import DataError
 from vaebias.metrics._checks import check_codes, check_labels, check_num_bins
 
 __all__ = ["discretize", "mig", "mutual_information_matrix"]
@@ -248,9 +249,9 @@ def mig(codes, factors, num_bins: int = 20) -> dict:
     delta = top2[:, 0] - top2[:, 1]
     constant = entropy <= 0.0
     if np.all(constant):
-        raise ValueError(
-            f"every factor is constant in the sample (entropy 0 for all {w.shape[1]} factors); "
-            f"MIG is undefined"
+        raise DataError(
+            f"every factor is constant in the sample of {w.shape[0]} points (entropy 0 for all {w.shape[1]} "
+            f"factors); MIG is undefined: expected a sample in which some factor varies (more points)"
         )
     gaps = np.full(w.shape[1], np.nan)
     gaps[~constant] = delta[~constant] / entropy[~constant]
