@@ -272,3 +272,21 @@ def test_a_temporary_file_of_a_killed_writer_is_removed_on_resume(tmp_path, toy)
     stale.write_bytes(b"half a checkpoint")
     train(_cfg(steps=4), tmp_path / "r", data=toy, progress=False)
     assert not stale.exists()
+
+
+def test_a_run_of_the_renderer_does_not_resume_on_a_real_file(tmp_path, toy):
+    """The dataset's source is compared as the file it names, not dropped: a run folder of
+    one dataset is refused for another whose spec reads the same but whose source differs."""
+    from vaebias._internal.config import TrainConfig, to_dict
+    from vaebias.training.rundir import open_run_dir
+
+    record = {"model": "ae", "dataset": {"name": "dsprites"}, "train": to_dict(TrainConfig(**tiny_train())),
+              "dataset_info": {"name": "dsprites", "source": "procedural renderer"}}
+    open_run_dir(tmp_path / "r", record)
+    (tmp_path / "r" / "train_log.csv").write_text("step\n1\n")  # it trained
+    real = tmp_path / "dsprites.npz"
+    real.write_bytes(b"")
+    other = {**record, "dataset_info": {"name": "dsprites", "source": str(real)}}
+    with pytest.raises(RunError, match="different configuration"):
+        open_run_dir(tmp_path / "r", other)
+    assert open_run_dir(tmp_path / "r", record) == tmp_path / "r"

@@ -124,22 +124,25 @@ def same_dataset(recorded: dict | None, info: dict, run_dir: str | os.PathLike) 
     relative to the run directory, or before the folder moved, names the same file)."""
     if not isinstance(recorded, dict):
         return False
+    return as_plain(_located_info(recorded, Path(run_dir))) == as_plain(_located_info(info, Path(run_dir)))
 
-    def files(d: dict) -> dict:
-        out = dict(d)
-        for key in ("source", "path"):
-            value = out.get(key)
-            if isinstance(value, str) and ((Path(run_dir) / value).exists() or Path(value).exists()):
-                out[key] = _absolute(value, Path(run_dir))
-        return out
 
-    return as_plain(files(recorded)) == as_plain(files(info))
+def _located_info(info: dict, run_dir: Path) -> dict:
+    """A dataset's ``describe()`` with its ``source``/``path`` made absolute where they name an
+    existing file (relative to the run directory or the working directory); other sources
+    (a renderer's description) stay as they are, so a renderer and a real file never compare equal."""
+    out = dict(info)
+    for key in ("source", "path"):
+        value = out.get(key)
+        if isinstance(value, str) and ((run_dir / value).exists() or Path(value).exists()):
+            out[key] = _absolute(value, run_dir)
+    return out
 
 
 def _located_record(record, run_dir: Path):
-    """``record`` with every path it holds made absolute (see :func:`_absolute`) and the
-    dataset's descriptive ``source``/``path`` left out, so that a run recorded with a
-    relative, an absolute or a moved folder's paths compares equal to itself."""
+    """``record`` with every path it holds made absolute (see :func:`_absolute` and
+    :func:`_located_info`), so that a run recorded with a relative, an absolute or a moved
+    folder's paths compares equal to itself."""
     if not isinstance(record, dict):
         return record
     out = dict(record)
@@ -150,7 +153,7 @@ def _located_record(record, run_dir: Path):
                           for k, v in spec.items()}
     info = out.get("dataset_info")
     if isinstance(info, dict):
-        out["dataset_info"] = {k: v for k, v in info.items() if k not in ("source", "path")}
+        out["dataset_info"] = _located_info(info, run_dir)
     for key in ("entangled", "disentangled"):
         if isinstance(out.get(key), str):
             out[key] = _absolute(out[key], run_dir)
