@@ -109,15 +109,22 @@ def test_noise_dataset_identical_when_loaded_twice(tmp_path, toy):
     assert torch.equal(a, load_dataset(str(p2)).images(index=np.arange(len(toy))))
 
 
-def test_interrupted_export_resumes(tmp_path, toy):
-    calls = {"n": 0}
+def _stopping_noise(calls: dict, at: int):
+    """Noisy data whose ``at``-th chunk (counted in ``calls["n"]``) raises KeyboardInterrupt."""
 
-    class Flaky(Noisy):
+    class Stopping(Noisy):
         def with_base(self, factors, device):
             calls["n"] += 1
-            if calls["n"] == 3:
+            if calls["n"] == at:
                 raise KeyboardInterrupt
             return super().with_base(factors, device)
+
+    return Stopping
+
+
+def test_interrupted_export_resumes(tmp_path, toy):
+    calls = {"n": 0}
+    Flaky = _stopping_noise(calls, at=3)
 
     target = tmp_path / "toy_noise.h5"
     with pytest.raises(KeyboardInterrupt):
@@ -267,13 +274,7 @@ def test_an_export_that_disagrees_with_itself_is_rebuilt(tmp_path, toy, damage, 
 
 def test_a_partial_with_a_bad_chunk_resumes_from_the_last_intact_one(tmp_path, toy):
     calls = {"n": 0}
-
-    class Counting(Noisy):
-        def with_base(self, factors, device):
-            calls["n"] += 1
-            if calls["n"] == 4:
-                raise KeyboardInterrupt
-            return super().with_base(factors, device)
+    Counting = _stopping_noise(calls, at=4)
 
     target = tmp_path / "n.h5"
     with pytest.raises(KeyboardInterrupt):

@@ -31,6 +31,7 @@ __all__ = [
     "as_plain",
     "versions",
     "ensure_writable_dir",
+    "probe_writable",
     "canonical_json",
     "atomic_torch_save",
     "load_checkpoint",
@@ -190,12 +191,17 @@ def ensure_writable_dir(path) -> Path:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe-")
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(path)
     except OSError as exc:
         raise RunError(f"output folder {str(path)!r} is not writable: {exc.strerror or exc}") from None
     return path
+
+
+def probe_writable(folder) -> None:
+    """Create and remove a file in the existing ``folder`` (raises OSError where it cannot)."""
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+    os.close(fd)
+    os.unlink(probe)
 
 
 def canonical_json(obj) -> str:

@@ -6,15 +6,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import yaml
 
 from vaebias._internal.errors import ConfigError, RunError
-from vaebias._internal.io import atomic_path, versions
+from vaebias._internal.io import atomic_path, probe_writable, versions
 
 __all__ = ["add_config_flags", "add_launcher_args", "check_out", "config_values", "finite_float", "key_values",
            "positive_float", "positive_int", "print_and_write"]
@@ -181,9 +179,7 @@ def check_out_folder(path: str, flag: str = "--out", *, of: str | None = None) -
     if not existing.is_dir():
         raise RunError(f"{flag} {shown!r}: {str(existing)!r} is a file; expected a folder on the way")
     try:
-        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-probe-")
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(existing)
     except OSError as exc:
         raise RunError(f"{flag} {shown!r}: {str(existing)!r} is not writable ({exc.strerror or exc})") from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import sys
 import time
@@ -47,7 +48,6 @@ def _die_with_parent(parent_pid: int) -> None:
     if not sys.platform.startswith("linux"):
         return
     import ctypes
-    import signal
 
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -63,8 +63,6 @@ def _stop_workers(pool, grace: float = 60.0) -> None:
     a Ctrl-C (its run finishes the current step and checkpoints at that boundary; see
     :func:`vaebias.training.loop.interrupt_at_step_boundary`), and a worker still alive
     after ``grace`` seconds is killed (its run resumes from its last checkpoint)."""
-    import signal
-
     procs = list((getattr(pool, "_processes", None) or {}).values())  # the executor's worker processes
     pool.shutdown(wait=False, cancel_futures=True)
     for p in procs:

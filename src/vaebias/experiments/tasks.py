@@ -111,14 +111,19 @@ def _located(spec: dict, cwd: str | None) -> dict:
     return located_spec(spec, cwd) if cwd else dict(spec)
 
 
+def _dataset_key(located: dict) -> str:
+    """The cache key of a located dataset spec: runs that name one file from different folders share it."""
+    return canonical_json({k: (os.path.normpath(v) if isinstance(v, str) and os.path.isabs(v) else v)
+                           for k, v in located.items()})
+
+
 def _dataset(spec: dict, preloaded: dict | None = None, cwd: str | None = None):
     """The dataset of ``spec``, from ``preloaded`` or a small per-process cache."""
     key = canonical_json(spec)
     if preloaded and key in preloaded:
         return preloaded[key]
     located = _located(spec, cwd)
-    key = canonical_json({k: (os.path.normpath(v) if isinstance(v, str) and os.path.isabs(v) else v)
-                          for k, v in located.items()})  # runs that name one file from different folders share it
+    key = _dataset_key(located)
     if key not in _DATASETS:
         _DATASETS[key] = load_dataset_spec(located)
         while len(_DATASETS) > 2:
@@ -152,7 +157,7 @@ def check_inputs(specs: list[dict], keep: bool = True) -> None:
         for s in spec.get("members", [spec]):
             config = s["config"]
             resolve_device((config.get("train") or {}).get("device", "auto"))
-            key = canonical_json([config.get("dataset"), s.get("cwd")])
+            key = _dataset_key(_located(config["dataset"], s.get("cwd")))
             if key not in seen:
                 seen.add(key)
                 _dataset(config["dataset"], None, s.get("cwd"))

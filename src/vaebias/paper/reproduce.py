@@ -31,7 +31,7 @@ from vaebias._internal.io import (
     atomic_path,
     canonical_json,
     ensure_writable_dir,
-    read_json,
+    read_checked,
     read_yaml,
     write_json,
     write_yaml,
@@ -79,15 +79,6 @@ def _relative_spec(spec: dict, run_dir: Path, root: Path) -> dict:
         if isinstance(value, str) and Path(value).is_absolute() and Path(value).is_relative_to(root):
             out[key] = Path(os.path.relpath(value, run_dir)).as_posix()
     return out
-
-
-def _mapping(path: Path) -> dict:
-    """A JSON file vaebias wrote that must hold a mapping (RunError naming it otherwise)."""
-    value = read_json(path)
-    if not isinstance(value, dict):
-        raise RunError(f"{path}: holds {type(value).__name__}; expected the mapping vaebias wrote (delete it to "
-                       f"have it rewritten)")
-    return value
 
 
 def _epsilon_of(prof: Profile, data) -> float | None:
@@ -342,7 +333,8 @@ def _selection_stage(out: Path, prof: Profile, data, scores: dict, evaluation: d
     man_dir = out / "manipulation"
     sel_path = man_dir / "selection.json"
     # compared by the run's name: folders written before the paths became relative recorded them as given
-    if sel_path.exists() and Path(str(_mapping(sel_path).get("entangled"))).name != Path(sel["entangled"]).name:
+    before = read_checked(sel_path, dict, "the reference selection") if sel_path.exists() else None
+    if before is not None and Path(str(before.get("entangled"))).name != Path(sel["entangled"]).name:
         raise RunError(f"{sel_path} disagrees with the reference scores; delete {man_dir} to redo it")
     write_json(sel_path, sel)
     log.info(f"entangled reference {Path(sel['entangled']).name} (MIG {sel['scores'][sel['entangled']]:.3f}), "

@@ -10,14 +10,14 @@ device and precision live here and nowhere else.
 from vaebias._internal.config import FAST_STEP, TrainConfig
 from vaebias.training.ensemble import can_ensemble, train_ensemble
 from vaebias.training.loop import (
-           RunConfig,
-           build_run,
-           check_run_fits,
-           data_parallel_shards,
-           fit,
-           load_run,
-           resolve_device,
-           train,
+    RunConfig,
+    build_run,
+    check_run_fits,
+    data_parallel_shards,
+    fit,
+    load_run,
+    resolve_device,
+    train,
 )
 from vaebias.training.rundir import is_finished, open_run_dir
 
